@@ -1,0 +1,227 @@
+"""Classifiers: any timm architecture, a low-resolution recipe, normalisation inside the model.
+
+A *recipe* adapts a timm architecture to MedMNIST's small images. Recipes live
+in a registry; adding one is one decorated function. The wrapper normalises
+with the dataset mean/std inside ``forward`` so attacks always work in [0, 1].
+
+Checkpoints are safetensors files with a JSON model card beside them. Loading
+checks the card's sha256 against the weights and never unpickles anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import timm
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from bench.errors import CheckpointError, ConfigError, unknown_choice
+
+RecipeFn = Callable[..., nn.Module]
+RECIPES: dict[str, RecipeFn] = {}
+
+
+def register_recipe(name: str) -> Callable[[RecipeFn], RecipeFn]:
+    """Register ``fn(arch, in_chans, num_classes, pretrained, **kw) -> nn.Module`` under ``name``."""
+
+    def deco(fn: RecipeFn) -> RecipeFn:
+        RECIPES[name] = fn
+        return fn
+
+    return deco
+
+
+def _timm(arch: str, in_chans: int, num_classes: int, pretrained: bool) -> nn.Module:
+    if arch not in timm.list_models():
+        import difflib
+
+        close = difflib.get_close_matches(arch, timm.list_models(), n=8, cutoff=0.6)
+        raise ConfigError(
+            f"unknown timm architecture {arch!r}; similar names: {', '.join(close) or 'none'}. "
+            f"Set model.arch to a name from timm.list_models()."
+        )
+    try:
+        return timm.create_model(arch, pretrained=pretrained, in_chans=in_chans, num_classes=num_classes)
+    except Exception as exc:
+        if pretrained:
+            raise CheckpointError(
+                f"could not fetch pretrained weights for {arch!r} from the model hub "
+                f"({type(exc).__name__}: {str(exc)[:200]}). Without network access, train from "
+                f"scratch with model.pretrained=false."
+            ) from None
+        raise
+
+
+@register_recipe("native")
+def native(arch: str, in_chans: int, num_classes: int, pretrained: bool = False, **_: object) -> nn.Module:
+    """The timm model unchanged (its ImageNet stem downsamples a 28x28 image to 7x7 at once)."""
+    return _timm(arch, in_chans, num_classes, pretrained)
+
+
+@register_recipe("cifar_stem")
+def cifar_stem(arch: str, in_chans: int, num_classes: int, pretrained: bool = False, **_: object) -> nn.Module:
+    """ResNet-family model with a 3x3 stride-1 first conv and no max-pool (the MedMNIST baseline stem)."""
+    model = _timm(arch, in_chans, num_classes, pretrained)
+    conv1 = getattr(model, "conv1", None)
+    if not isinstance(conv1, nn.Conv2d) or not hasattr(model, "maxpool"):
+        raise ConfigError(
+            f"recipe 'cifar_stem' needs a ResNet-style model with conv1 and maxpool; {arch!r} has not. "
+            f"Use model.recipe=resize (or native) for this architecture."
+        )
+    model.conv1 = nn.Conv2d(in_chans, conv1.out_channels, kernel_size=3, stride=1, padding=1, bias=False)
+    model.maxpool = nn.Identity()
+    return model
+
+
+@register_recipe("resize")
+def resize(arch: str, in_chans: int, num_classes: int, pretrained: bool = False, **_: object) -> nn.Module:
+    """The timm model unchanged; the wrapper upsamples inputs to ``input_size`` first."""
+    return _timm(arch, in_chans, num_classes, pretrained)
+
+
+class Classifier(nn.Module):
+    """Normalise (and optionally resize) inputs in [0, 1], then run the backbone; returns logits."""
+
+    def __init__(self, backbone: nn.Module, mean: list[float], std: list[float], input_size: int | None = None):
+        super().__init__()
+        self.backbone = backbone
+        channels = len(mean)
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, channels, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, channels, 1, 1))
+        self.input_size = input_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.input_size is not None and x.shape[-1] != self.input_size:
+            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
+        return self.backbone((x - self.mean) / self.std)
+
+
+@dataclass
+class ModelSpec:
+    """What to build: the model config group's content."""
+
+    name: str
+    arch: str
+    recipe: str = "cifar_stem"
+    pretrained: bool = False
+    input_size: int | None = None
+    mean: float = 0.5
+    std: float = 0.5
+
+
+def build_model(spec: ModelSpec, in_chans: int, num_classes: int) -> Classifier:
+    """Create a fresh classifier for a dataset with ``in_chans`` channels and ``num_classes`` outputs.
+
+    Example:
+        >>> model = build_model(ModelSpec("resnet18_28", "resnet18"), in_chans=1, num_classes=2)
+        >>> model(torch.rand(4, 1, 28, 28)).shape
+        torch.Size([4, 2])
+    """
+    if spec.recipe not in RECIPES:
+        raise unknown_choice("model recipe", spec.recipe, RECIPES, "Set model.recipe to one of them.")
+    backbone = RECIPES[spec.recipe](spec.arch, in_chans, num_classes, spec.pretrained)
+    input_size = spec.input_size if spec.recipe == "resize" else None
+    return Classifier(backbone, [spec.mean] * in_chans, [spec.std] * in_chans, input_size)
+
+
+@dataclass
+class ModelCard:
+    """The JSON written beside every checkpoint: what it is, how it was made, how good it is."""
+
+    name: str
+    arch: str
+    recipe: str
+    dataset: str
+    size: int
+    seed: int
+    in_chans: int
+    num_classes: int
+    task: str
+    input_size: int | None = None
+    mean: float = 0.5
+    std: float = 0.5
+    metrics: dict[str, float] = field(default_factory=dict)
+    train: dict[str, object] = field(default_factory=dict)
+    sha256: str = ""
+    created: str = ""
+    medbench_version: str = ""
+
+    def spec(self) -> ModelSpec:
+        return ModelSpec(self.name, self.arch, self.recipe, False, self.input_size, self.mean, self.std)
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def card_path(weights: str | Path) -> Path:
+    return Path(weights).with_suffix(".json")
+
+
+def save_checkpoint(model: Classifier, card: ModelCard, weights: str | Path) -> Path:
+    """Write weights (safetensors) then the card, each atomically (temp file + rename)."""
+    weights = Path(weights)
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    tmp = weights.with_name(weights.name + f".tmp{os.getpid()}")
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(tmp), metadata={"format": "pt", "medbench_card": card.name})
+    card.sha256 = sha256_file(tmp)
+    os.replace(tmp, weights)
+    tmp_card = card_path(weights).with_name(card_path(weights).name + f".tmp{os.getpid()}")
+    tmp_card.write_text(json.dumps(asdict(card), indent=2, sort_keys=True) + "\n")
+    os.replace(tmp_card, card_path(weights))
+    return weights
+
+
+def read_card(weights: str | Path) -> ModelCard:
+    path = card_path(weights)
+    if not path.exists():
+        raise CheckpointError(f"no model card {str(path)!r} beside {str(weights)!r}; every checkpoint needs one.")
+    data = json.loads(path.read_text())
+    known = {f for f in ModelCard.__dataclass_fields__}
+    return ModelCard(**{k: v for k, v in data.items() if k in known})
+
+
+def load_checkpoint(weights: str | Path, in_chans: int | None = None, num_classes: int | None = None) -> tuple[Classifier, ModelCard]:
+    """Load a safetensors checkpoint after checking its sha256 and that it fits the dataset."""
+    weights = Path(weights)
+    if weights.suffix != ".safetensors":
+        raise CheckpointError(
+            f"{str(weights)!r} is not a .safetensors file; medbench never unpickles checkpoints. "
+            f"Convert it with safetensors.torch.save_file(state_dict, 'model.safetensors')."
+        )
+    if not weights.exists():
+        raise CheckpointError(f"checkpoint {str(weights)!r} does not exist.")
+    card = read_card(weights)
+    actual = sha256_file(weights)
+    if card.sha256 and actual != card.sha256:
+        raise CheckpointError(
+            f"sha256 of {str(weights)!r} is {actual} but its card says {card.sha256}; "
+            f"the weights were changed or truncated. Retrain or restore the file."
+        )
+    if in_chans is not None and card.in_chans != in_chans:
+        raise CheckpointError(
+            f"checkpoint {weights.name} takes {card.in_chans} input channel(s) ({card.dataset}) but the "
+            f"dataset has {in_chans}. Use a checkpoint trained on this dataset, or train one."
+        )
+    if num_classes is not None and card.num_classes != num_classes:
+        raise CheckpointError(
+            f"checkpoint {weights.name} has {card.num_classes} outputs ({card.dataset}) but the dataset "
+            f"has {num_classes} classes. Use a checkpoint trained on this dataset, or train one."
+        )
+    model = build_model(card.spec(), card.in_chans, card.num_classes)
+    model.load_state_dict(load_file(str(weights)), strict=True)
+    model.eval()
+    return model, card

@@ -1,0 +1,31 @@
+"""Train one classifier into the model zoo.
+
+    python scripts/train.py dataset=pneumoniamnist model=resnet18_28 train.epochs=100 seed=0
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+import bench.config  # noqa: F401  (registers the repo_root resolver)
+from bench.experiment import dataset_info_from_cfg, model_spec_from_cfg, train_config_from_cfg
+from bench.train import train_classifier
+from bench.zoo import zoo_path
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> None:
+    info = dataset_info_from_cfg(cfg)
+    spec = model_spec_from_cfg(cfg)
+    train_cfg = train_config_from_cfg(cfg)
+    out = zoo_path(cfg.paths.zoo_dir, info.flag, info.size, spec.name, train_cfg.seed)
+    command = "python scripts/train.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    train_classifier(spec, info.flag, info.size, cfg.data.root, train_cfg, out, command=command)
+
+
+if __name__ == "__main__":
+    main()

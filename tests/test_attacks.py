@@ -1,0 +1,136 @@
+"""The attack engine: every registered attack (with its conf/attack defaults) obeys its threat model.
+
+Parametrised over the YAML files in conf/attack, so a new attack config is
+tested without new test code.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from bench.attacks import ATTACKS, build_attack, check_threat_model
+from bench.config import CONF_DIR, parse_eps
+from bench.data import load_split
+from bench.errors import ConfigError, ThreatModelViolation
+from bench.models import ModelSpec, build_model
+from bench.tasks import get_task
+
+ATTACK_CONFIGS = sorted(p.stem for p in (CONF_DIR / "attack").glob("*.yaml"))
+
+
+def attack_from_config(stem: str, seed: int = 0):
+    cfg = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "attack" / f"{stem}.yaml"))
+    attack = build_attack(cfg["name"], cfg["norm"], seed, cfg.get("params") or {})
+    return attack, [parse_eps(e) for e in cfg["epsilons"]]
+
+
+@pytest.fixture(scope="module")
+def breast_batch(real_root):
+    test = load_split("breastmnist", "test", root=real_root, n_examples=48, seed=0)
+    return test.images, test.labels, test.info.task
+
+
+def test_every_registered_attack_has_a_config():
+    names = {OmegaConf.load(CONF_DIR / "attack" / f"{s}.yaml").name for s in ATTACK_CONFIGS}
+    assert set(ATTACKS) <= names
+
+
+@pytest.mark.parametrize("stem", ATTACK_CONFIGS)
+def test_attack_stays_in_ball_and_box_and_lowers_accuracy(stem, trained_breast, breast_batch):
+    model, _, _ = trained_breast
+    x, y, task = breast_batch
+    with torch.no_grad():
+        clean = task.correct(model(x), y)
+    x, y = x[clean], y[clean]
+    attack, epsilons = attack_from_config(stem)
+    outputs = attack(model, x, y, epsilons, task)
+    assert [o.eps for o in outputs] == epsilons
+    for out in outputs:
+        delta = (out.x_adv - x).flatten(1)
+        bound = delta.abs().amax(1) if attack.norm == "linf" else delta.norm(dim=1)
+        assert float(bound.max()) <= out.eps + 1e-6
+        assert float(out.x_adv.min()) >= 0 and float(out.x_adv.max()) <= 1
+    with torch.no_grad():
+        robust_at_largest = float(task.correct(model(outputs[-1].x_adv), y).float().mean())
+    assert robust_at_largest < 0.9, f"{stem} at eps {epsilons[-1]:.4f} left {robust_at_largest:.2f} of correct samples robust"
+
+
+@pytest.mark.parametrize("stem", ATTACK_CONFIGS)
+def test_same_seed_same_adversarial_examples(stem, trained_breast, breast_batch):
+    model, _, _ = trained_breast
+    x, y, task = breast_batch
+    first = attack_from_config(stem, seed=3)[0](model, x[:16], y[:16], [parse_eps("4/255")], task)[0].x_adv
+    again = attack_from_config(stem, seed=3)[0](model, x[:16], y[:16], [parse_eps("4/255")], task)[0].x_adv
+    assert torch.equal(first, again)
+
+
+def test_pgd_is_at_least_as_strong_as_fgsm(trained_breast, breast_batch):
+    model, _, _ = trained_breast
+    x, y, task = breast_batch
+    eps = [parse_eps("2/255")]
+    with torch.no_grad():
+        fgsm = task.correct(model(build_attack("fgsm")(model, x, y, eps, task)[0].x_adv), y).sum()
+        pgd = task.correct(model(build_attack("pgd", params={"steps": 20})(model, x, y, eps, task)[0].x_adv), y).sum()
+    assert pgd <= fgsm
+
+
+def test_pgd_keeps_the_best_example_not_the_last():
+    """A model that is fooled only near the start: the last iterate is clean, the kept one is not."""
+
+    class FooledOnlyNearX(torch.nn.Module):
+        def forward(self, x):
+            dist = (x - 0.5).abs().flatten(1).amax(1)
+            wrong = (dist > 0).float() * (dist < 0.02).float()
+            logit = torch.stack([1 - wrong, wrong], 1) * 10 + (x.flatten(1).sum(1, keepdim=True) * 0)
+            return logit + x.flatten(1)[:, :2] * 1e-3
+
+    x = torch.full((4, 1, 4, 4), 0.5)
+    y = torch.zeros(4, dtype=torch.long)
+    task = get_task("binary-class")
+    attack = build_attack("pgd", params={"steps": 5, "random_start": True, "abs_stepsize": 0.1})
+    x_adv = attack(FooledOnlyNearX(), x, y, [0.01], task)[0].x_adv
+    assert (FooledOnlyNearX()(x_adv).argmax(1) == 1).all()
+
+
+@pytest.mark.parametrize("flag", ["dermamnist", "chestmnist", "retinamnist"])
+def test_pgd_on_rgb_multiclass_and_multilabel_paths(synthetic, flag):
+    data = load_split(flag, "test", root=synthetic, n_examples=8)
+    model = build_model(ModelSpec("m", "resnet18", "native"), data.info.n_channels, data.info.num_classes).eval()
+    attack = build_attack("pgd", "l2", params={"steps": 3})
+    out = attack(model, data.images, data.labels, [0.5], data.info.task)[0]
+    assert float((out.x_adv - data.images).flatten(1).norm(dim=1).max()) <= 0.5 + 1e-5
+
+
+def test_threat_model_violation_is_an_error_not_a_clip():
+    x = torch.rand(2, 1, 4, 4) * 0.5
+    with pytest.raises(ThreatModelViolation, match="linf norm"):
+        check_threat_model(x, x + 0.1, 0.05, "linf", "bad")
+    with pytest.raises(ThreatModelViolation, match=r"leave \[0, 1\]"):
+        check_threat_model(x, x - 1.0, 2.0, "linf", "bad")
+
+
+@pytest.mark.parametrize("eps, match", [(-0.1, "negative"), (8.0, "above 1")])
+def test_bad_epsilons_are_refused(eps, match):
+    x, y = torch.rand(2, 1, 28, 28), torch.zeros(2, dtype=torch.long)
+    model = build_model(ModelSpec("m", "resnet18", "native"), 1, 2)
+    with pytest.raises(ConfigError, match=match):
+        build_attack("pgd")(model, x, y, [eps], get_task("binary-class"))
+
+
+def test_unsupported_norm_and_unknown_names():
+    with pytest.raises(ConfigError, match="supports: linf"):
+        build_attack("fgsm", "l2")
+    with pytest.raises(ConfigError, match="valid choices: .*fgsm.*pgd"):
+        build_attack("pgdd")
+    with pytest.raises(ConfigError, match="unknown parameter"):
+        build_attack("pgd", params={"stepz": 3})
+
+
+def test_string_epsilons():
+    assert parse_eps("8/255") == pytest.approx(8 / 255)
+    with pytest.raises(ConfigError, match="8/255"):
+        parse_eps("eight")

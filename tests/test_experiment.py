@@ -1,0 +1,112 @@
+"""End to end through the real Hydra entry points, as a user runs them (tiny budgets)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+SUMMARY_KEYS = {"dataset", "model", "attack", "norm", "eps", "n", "clean_acc", "robust_acc", "asr",
+                "linf_median", "l2_median", "seconds"}
+
+
+def run_script(script: str, *overrides: str, tmp: Path, root: Path) -> subprocess.CompletedProcess:
+    paths = [f"paths.zoo_dir={tmp / 'zoo'}", f"paths.results_dir={tmp / 'results'}", f"paths.output_root={tmp / 'out'}"]
+    env = {**os.environ, "MEDMNIST_ROOT": str(root), "WANDB_SILENT": "true"}
+    return subprocess.run([sys.executable, str(REPO / "scripts" / script), *overrides, *paths],
+                          capture_output=True, text=True, env=env, timeout=900)
+
+
+TINY = ("train.epochs=1", "train.n_train=64", "dataset.n_examples=16")
+
+
+def test_quickstart_end_to_end(real_root, tmp_path):
+    proc = run_script("attack.py", "experiment=quickstart", *TINY, tmp=tmp_path, root=real_root)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "robust_acc" in proc.stdout and "battery:quick" in proc.stdout
+    summaries = list((tmp_path / "out").rglob("summary.json"))
+    assert len(summaries) == 1
+    rows = json.loads(summaries[0].read_text())
+    assert {r["attack"] for r in rows} == {"fgsm", "pgd_linf", "foolbox_linf_pgd", "battery:quick"}
+    assert all(SUMMARY_KEYS <= set(r) and r["n"] == 16 for r in rows)
+    for r in rows:
+        assert 0 <= r["robust_acc"] <= r["clean_acc"] <= 1
+    # the battery is the per-sample worst case, so never more robust than any of its attacks
+    for eps in {r["eps"] for r in rows}:
+        at = [r for r in rows if r["eps"] == eps]
+        battery = next(r for r in at if r["attack"] == "battery:quick")
+        assert battery["robust_acc"] == min(r["robust_acc"] for r in at)
+    # the same rows went to the leaderboard track
+    with open(tmp_path / "results" / "leaderboard" / "breastmnist_28_linf.csv") as fh:
+        board = list(csv.DictReader(fh))
+    assert len(board) == len(rows)
+    # an offline W&B run holding the config and the metrics
+    runs = list(summaries[0].parent.glob("wandb/offline-run-*/run-*.wandb"))
+    assert len(runs) == 1
+    blob = runs[0].read_bytes()
+    assert b"pgd_linf" in blob and b"robust_acc" in blob and b"breastmnist" in blob
+    # a second run reuses the trained model and replaces (not duplicates) its leaderboard rows
+    again = run_script("attack.py", "experiment=quickstart", *TINY, tmp=tmp_path, root=real_root)
+    assert again.returncode == 0 and "reusing trained model" in again.stdout
+    with open(tmp_path / "results" / "leaderboard" / "breastmnist_28_linf.csv") as fh:
+        assert len(list(csv.DictReader(fh))) == len(rows)
+
+
+def test_quickstart_on_another_dataset(tmp_path):
+    from tests.conftest import real_root_or_skip
+
+    root = real_root_or_skip("pneumoniamnist")
+    proc = run_script("attack.py", "experiment=quickstart", "dataset=pneumoniamnist", "logger=none", *TINY,
+                      tmp=tmp_path, root=root)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "zoo" / "pneumoniamnist_28" / "resnet18_28_seed0.safetensors").exists()
+    assert (tmp_path / "results" / "leaderboard" / "pneumoniamnist_28_linf.csv").exists()
+
+
+def test_multirun_over_two_attacks(real_root, tmp_path):
+    proc = run_script("attack.py", "-m", "attack=fgsm,pgd_linf", "logger=none", "model=resnet18_native", *TINY,
+                      tmp=tmp_path, root=real_root)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summaries = sorted((tmp_path / "out" / "multirun").rglob("summary.json"))
+    assert len(summaries) == 2
+    assert {json.loads(s.read_text())[0]["attack"] for s in summaries} == {"fgsm", "pgd_linf"}
+
+
+def test_train_script_writes_checkpoint_and_card(real_root, tmp_path):
+    proc = run_script("train.py", "model=resnet18_native", "train.epochs=2", tmp=tmp_path, root=real_root)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "epoch   2/2" in proc.stdout and "val_auc" in proc.stdout
+    card = json.loads((tmp_path / "zoo" / "breastmnist_28" / "resnet18_native_seed0.json").read_text())
+    assert card["dataset"] == "breastmnist" and card["arch"] == "resnet18" and len(card["sha256"]) == 64
+    assert {"val_auc", "val_acc", "test_auc", "test_acc"} <= set(card["metrics"])
+    assert card["train"]["command"].startswith("python scripts/train.py")
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("attack=pgd_inf", "pgd_linf"),                # Hydra lists the attack configs
+        ("dataset=pneumonia", "pneumoniamnist"),       # and the dataset configs
+        ("model=resnet19", "resnet18_28"),             # and the model recipes
+        ("dataset.n_examples=100000", "n_examples=100000"),
+        ("dataset.size=32", "available sizes"),
+        ("dataset=organmnist3d", "3D"),
+        ("attack.epsilons=[-0.1]", "negative"),
+        ("attack=fgsm attack.norm=l2", "supports"),
+        ("model.recipe=tiny", "valid choices"),
+    ],
+)
+def test_bad_input_fails_clearly_and_writes_nothing(real_root, tmp_path, override, message):
+    cheap = [] if override.startswith("model") else ["model=resnet18_native", *TINY[:2]]
+    proc = run_script("attack.py", *override.split(), "logger=none", *cheap, tmp=tmp_path, root=real_root)
+    assert proc.returncode != 0
+    assert message in proc.stderr + proc.stdout
+    assert not (tmp_path / "results").exists()
+    assert not list(tmp_path.rglob("summary.json"))

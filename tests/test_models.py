@@ -1,0 +1,83 @@
+"""bench.models: every recipe builds, normalisation is inside, checkpoints are safe and checked."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from bench.errors import CheckpointError, ConfigError
+from bench.models import RECIPES, ModelCard, ModelSpec, build_model, load_checkpoint, save_checkpoint
+
+
+@pytest.mark.parametrize("recipe", sorted(RECIPES))
+@pytest.mark.parametrize("in_chans, num_classes", [(1, 2), (3, 7)])
+def test_every_recipe_maps_unit_images_to_logits(recipe, in_chans, num_classes):
+    spec = ModelSpec("m", "resnet18", recipe, input_size=32 if recipe == "resize" else None)
+    model = build_model(spec, in_chans, num_classes).eval()
+    with torch.no_grad():
+        out = model(torch.rand(2, in_chans, 28, 28))
+    assert out.shape == (2, num_classes)
+
+
+def test_normalisation_lives_inside_the_model():
+    model = build_model(ModelSpec("m", "resnet18", "cifar_stem", mean=0.5, std=0.5), 1, 2).eval()
+    x = torch.rand(3, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.allclose(model(x), model.backbone((x - 0.5) / 0.5))
+
+
+def test_cifar_stem_keeps_full_resolution():
+    model = build_model(ModelSpec("m", "resnet18", "cifar_stem"), 1, 2)
+    assert model.backbone.conv1.kernel_size == (3, 3) and model.backbone.conv1.stride == (1, 1)
+    assert isinstance(model.backbone.maxpool, torch.nn.Identity)
+
+
+def test_unknown_recipe_and_arch_are_named():
+    with pytest.raises(ConfigError, match="cifar_stem"):
+        build_model(ModelSpec("m", "resnet18", "tiny"), 1, 2)
+    with pytest.raises(ConfigError, match="resnet18"):
+        build_model(ModelSpec("m", "resnet_18", "native"), 1, 2)
+
+
+def _card(**kw) -> ModelCard:
+    base = dict(name="m", arch="resnet18", recipe="native", dataset="breastmnist", size=28, seed=0,
+                in_chans=1, num_classes=2, task="binary-class")
+    return ModelCard(**{**base, **kw})
+
+
+def test_checkpoint_round_trip_and_card(tmp_path):
+    model = build_model(ModelSpec("m", "resnet18", "native"), 1, 2).eval()
+    path = save_checkpoint(model, _card(metrics={"test_auc": 0.9}), tmp_path / "m.safetensors")
+    card = json.loads(path.with_suffix(".json").read_text())
+    assert {"arch", "recipe", "dataset", "size", "seed", "metrics", "sha256"} <= set(card)
+    loaded, loaded_card = load_checkpoint(path, 1, 2)
+    x = torch.rand(2, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(model(x), loaded(x))
+    assert loaded_card.sha256 == card["sha256"]
+
+
+def test_tampered_weights_are_refused(tmp_path):
+    path = save_checkpoint(build_model(ModelSpec("m", "resnet18", "native"), 1, 2), _card(), tmp_path / "m.safetensors")
+    data = bytearray(path.read_bytes())
+    data[-10] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="sha256"):
+        load_checkpoint(path)
+
+
+def test_checkpoint_that_does_not_fit_the_dataset(tmp_path):
+    path = save_checkpoint(build_model(ModelSpec("m", "resnet18", "native"), 1, 2), _card(), tmp_path / "m.safetensors")
+    with pytest.raises(CheckpointError, match="1 input channel.* dataset has 3"):
+        load_checkpoint(path, in_chans=3, num_classes=2)
+    with pytest.raises(CheckpointError, match="2 outputs.* dataset has 7 classes"):
+        load_checkpoint(path, in_chans=1, num_classes=7)
+
+
+def test_pickled_checkpoints_are_never_loaded(tmp_path):
+    bad = tmp_path / "model.pt"
+    torch.save({"x": torch.zeros(1)}, bad)
+    with pytest.raises(CheckpointError, match="never unpickles"):
+        load_checkpoint(bad)
