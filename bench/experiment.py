@@ -82,6 +82,24 @@ def attack_specs(cfg: DictConfig) -> list[tuple[str, dict]]:
     return [(str(single.get("id") or single["name"]), single)]
 
 
+def build_plan(cfg: DictConfig) -> list:
+    """Instantiate every attack of the experiment (so bad names and epsilons fail before any work)."""
+    from bench.attacks import build_attack
+    from bench.attacks.threat import validate_eps
+    from bench.config import parse_eps
+    from bench.evaluate import PlannedAttack
+
+    plan = []
+    for attack_id, a in attack_specs(cfg):
+        labels = [str(e) for e in a.get("epsilons", [])]
+        epsilons = [parse_eps(e) for e in labels]
+        attack = build_attack(a["name"], a.get("norm", "linf"), int(cfg.seed), a.get("params") or {})
+        for eps in epsilons:
+            validate_eps(eps, attack.norm)
+        plan.append(PlannedAttack(attack_id, attack, epsilons, dict(zip(epsilons, labels))))
+    return plan
+
+
 def format_table(rows: list[dict]) -> str:
     """A fixed-width text table of summary rows for the terminal."""
     cols = ("attack", "norm", "eps", "n", "clean_acc", "robust_acc", "asr", "linf_median", "l2_median", "seconds")
@@ -109,10 +127,10 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path) -> list[dict]:
     """
     import datetime as dt
 
-    from bench.attacks import build_attack
-    from bench.config import config_hash, parse_eps, to_dict
+    from bench.checks import attach_flags, run_model_checks
+    from bench.config import config_hash, to_dict
     from bench.data import load_split
-    from bench.evaluate import clean_correct_mask, run_attack, summary_row, worst_case
+    from bench.evaluate import clean_correct_mask, run_attacks, summary_row, worst_case
     from bench.leaderboard import track_path, upsert_rows
     from bench.logging import make_sink
     from bench.models import load_checkpoint
@@ -121,11 +139,7 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path) -> list[dict]:
     torch.manual_seed(int(cfg.seed))
     info = dataset_info_from_cfg(cfg)
     spec = model_spec_from_cfg(cfg)
-    attacks = []
-    for attack_id, a in attack_specs(cfg):
-        epsilons = [parse_eps(e) for e in a.get("epsilons", [])]
-        attack = build_attack(a["name"], a.get("norm", "linf"), int(cfg.seed), a.get("params") or {})
-        attacks.append((attack_id, attack, epsilons, {e: str(lbl) for e, lbl in zip(epsilons, a.get("epsilons", []))}))
+    plan = build_plan(cfg)
     split = load_split(
         info.flag, str(cfg.dataset.split), info.size, cfg.data.root, bool(cfg.data.download),
         cfg.dataset.get("n_examples"), int(cfg.dataset.get("subset_seed", cfg.seed)),
@@ -141,17 +155,21 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path) -> list[dict]:
         )
     device = str(cfg.device)
     model = model.to(device).eval()
+    from bench.attacks.base import AttackContext
+
+    context = AttackContext(info, cfg.data.root, str(cfg.paths.zoo_dir), train_config_from_cfg(cfg), device, card)
+    for planned in plan:
+        planned.attack.prepare(context)
     batch_size = int(cfg.eval.batch_size)
     clean = clean_correct_mask(model, split, batch_size, device)
     print(f"{info.track} {split.split} n={len(split)}  model {card.name} (seed {card.seed})  clean_acc {clean.float().mean():.4f}", flush=True)
 
-    results, labels = [], {}
-    for attack_id, attack, epsilons, eps_labels in attacks:
-        started = time.perf_counter()
-        results.append(run_attack(model, split, attack, attack_id, epsilons, batch_size, device, clean))
-        labels.update(eps_labels)
-        print(f"  {attack_id}: {time.perf_counter() - started:.1f}s", flush=True)
     battery = cfg.get("battery")
+    mode = str(battery.get("mode", "independent")) if battery else "independent"
+    started = time.perf_counter()
+    results = run_attacks(model, split, plan, batch_size, device, clean, mode)
+    print(f"  attacks done in {time.perf_counter() - started:.1f}s", flush=True)
+    labels = {e: lbl for p in plan for e, lbl in p.eps_labels.items()}
     if battery and len(results) > 1:
         for norm in sorted({r.norm for r in results}):
             group = [r for r in results if r.norm == norm]
@@ -168,6 +186,15 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path) -> list[dict]:
     for result in results:
         for outcome in result.by_eps.values():
             rows.append({**common, **summary_row(result, outcome), "eps_label": labels.get(outcome.eps, f"{outcome.eps:.6g}")})
+
+    kinds = {p.attack_id: p.attack.kind for p in plan}
+    for r in rows:
+        r["kind"] = kinds.get(r["attack"], "battery")
+    probe = slice(0, min(32, len(split)))
+    model_flags = run_model_checks(model, split.images[probe].to(device), split.labels[probe].to(device), info.task)
+    attach_flags(rows, model_flags)
+    if model_flags:
+        print(f"  checks flagged the model: {', '.join(model_flags)}", flush=True)
 
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,8 @@ from bench.errors import BenchError
 
 COLUMNS = (
     "date", "dataset", "size", "model", "arch", "recipe", "attack", "norm", "eps", "eps_label", "n",
-    "clean_acc", "robust_acc", "asr", "linf_median", "l2_median", "seconds",
+    "clean_acc", "robust_acc", "asr", "linf_median", "l2_median", "queries_median",
+    "forwards_per_sample", "backwards_per_sample", "seconds", "kind", "flags",
     "seed", "tag", "config_hash", "weights_sha256", "git_commit", "versions",
 )
 KEY = ("config_hash", "model", "attack", "norm", "eps")

@@ -38,12 +38,16 @@ class FoolboxAttack(Attack):
         self.fb_attack = cls(**dict(params.get("kwargs") or {}))
         self.fb_name = name
 
-    def run_epsilons(self, model, x, y, epsilons, task):
-        if task.multi_label:
+    def run_epsilons(self, model, x, criterion, epsilons):
+        if criterion.task.multi_label:
             raise ConfigError("foolbox attacks assume one label per image; multi-label tasks need medbench's own attacks.")
         torch.manual_seed(self.seed)
         fmodel = fb.PyTorchModel(model, bounds=(0, 1), device=x.device)
+        if criterion.targeted:
+            fb_criterion = fb.criteria.TargetedMisclassification(criterion.target.view(-1))
+        else:
+            fb_criterion = fb.criteria.Misclassification(criterion.labels.long().view(-1))
         started = time.perf_counter()
-        _, clipped, _ = self.fb_attack(fmodel, x, y.long().view(-1), epsilons=list(epsilons))
+        _, clipped, _ = self.fb_attack(fmodel, x, fb_criterion, epsilons=list(epsilons))
         per_eps = (time.perf_counter() - started) / max(1, len(epsilons))
         return [AttackOutput(eps, adv.detach(), per_eps) for eps, adv in zip(epsilons, clipped)]

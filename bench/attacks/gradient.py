@@ -1,4 +1,4 @@
-"""Gradient attacks: FGSM and PGD (L-inf and L2), batched, task-aware, best example kept."""
+"""Gradient attacks: FGSM, PGD (L-inf, L2) and MI-FGSM; batched, task-aware, best example kept."""
 
 from __future__ import annotations
 
@@ -6,19 +6,22 @@ import torch
 import torch.nn as nn
 
 from bench.attacks.base import Attack
+from bench.attacks.criteria import Criterion
 from bench.attacks.registry import register_attack
 from bench.attacks.threat import normalise_gradient, project, random_start
 from bench.errors import ConfigError
-from bench.tasks import Task
 
 
-def loss_and_grad(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, task: Task) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits at ``x_adv`` and the gradient of the summed task loss with respect to it."""
+def loss_and_grad(model: nn.Module, x_adv: torch.Tensor, criterion: Criterion) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits at ``x_adv`` and the gradient of the summed criterion loss with respect to it."""
     x_adv = x_adv.detach().requires_grad_(True)
     logits = model(x_adv)
-    loss = task.loss(logits, y, reduction="sum")
-    (grad,) = torch.autograd.grad(loss, x_adv)
+    (grad,) = torch.autograd.grad(criterion.loss(logits).sum(), x_adv)
     return logits.detach(), grad
+
+
+def expand(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return mask.view(-1, *[1] * (like.dim() - 1))
 
 
 @register_attack("fgsm")
@@ -27,24 +30,25 @@ class FGSM(Attack):
 
     norms = ("linf",)
 
-    def run(self, model, x, y, eps, task):
-        _, grad = loss_and_grad(model, x, task.labels_as_targets(y), task)
+    def run(self, model, x, criterion, eps):
+        _, grad = loss_and_grad(model, x, criterion)
         return (x + eps * grad.sign()).clamp(0, 1)
 
 
 @register_attack("pgd")
 class PGD(Attack):
-    """Projected Gradient Descent (Madry et al., 2018) for L-inf and L2.
+    """Projected Gradient Descent (Madry et al., 2018) for L-inf and L2; MI-FGSM with ``momentum`` > 0.
 
     Keeps, per sample, the first iterate that fools the model (not the last
-    iterate), over ``restarts`` random starts.
+    iterate), over ``restarts`` random starts. ``momentum`` = mu of MI-FGSM
+    (Dong et al., 2018): gradients are L1-normalised and accumulated.
     """
 
     norms = ("linf", "l2")
 
     @classmethod
     def param_names(cls):
-        return ("steps", "rel_stepsize", "abs_stepsize", "random_start", "restarts")
+        return ("steps", "rel_stepsize", "abs_stepsize", "random_start", "restarts", "momentum")
 
     def __init__(self, norm="linf", seed=0, **params):
         super().__init__(norm, seed, **params)
@@ -53,34 +57,42 @@ class PGD(Attack):
         self.abs_stepsize = params.get("abs_stepsize")
         self.random_start = bool(params.get("random_start", True))
         self.restarts = int(params.get("restarts", 1))
+        self.momentum = float(params.get("momentum", 0.0))
+        # Transfer attacks want the final surrogate iterate, not the first that fools the surrogate.
+        self.keep_first_success = True
         if self.steps < 1 or self.restarts < 1:
             raise ConfigError(f"pgd needs steps >= 1 and restarts >= 1, got steps={self.steps}, restarts={self.restarts}.")
 
-    def run(self, model, x, y, eps, task):
-        targets = task.labels_as_targets(y)
+    def run(self, model, x, criterion, eps):
         step = float(self.abs_stepsize) if self.abs_stepsize is not None else self.rel_stepsize * eps
         generator = torch.Generator().manual_seed(self.seed)
         best = x.clone()
         fooled = torch.zeros(len(x), dtype=torch.bool, device=x.device)
         for _ in range(self.restarts):
-            todo = ~fooled
-            if not todo.any():
+            todo = (~fooled).nonzero().view(-1)
+            if len(todo) == 0:
                 break
-            xs, ts = x[todo], targets[todo]
+            xs, crit = x[todo], criterion.subset(todo)
             delta = random_start(xs, eps, self.norm, generator) if self.random_start else torch.zeros_like(xs)
             x_adv = (xs + delta).clamp(0, 1)
             found = torch.zeros(len(xs), dtype=torch.bool, device=x.device)
             found_x = x_adv.clone()
+            velocity = torch.zeros_like(xs)
             for _ in range(self.steps):
-                logits, grad = loss_and_grad(model, x_adv, ts, task)
-                newly = ~task.correct(logits, ts) & ~found
+                logits, grad = loss_and_grad(model, x_adv, crit)
+                newly = crit.is_adversarial(logits) & ~found
                 found_x[newly], found = x_adv[newly], found | newly
+                if self.momentum:
+                    grad = grad / grad.abs().flatten(1).sum(1).clamp_min(1e-12).view(-1, *[1] * (grad.dim() - 1))
+                    velocity = self.momentum * velocity + grad
+                    grad = velocity
                 x_adv = x_adv + step * normalise_gradient(grad, self.norm)
                 x_adv = (xs + project(x_adv - xs, eps, self.norm)).clamp(0, 1)
             with torch.no_grad():
-                newly = ~task.correct(model(x_adv), ts) & ~found
+                newly = crit.is_adversarial(model(x_adv)) & ~found
             found_x[newly], found = x_adv[newly], found | newly
-            result = torch.where(found.view(-1, *[1] * (x.dim() - 1)), found_x, x_adv)
-            best[todo] = result
+            if not self.keep_first_success:
+                found = torch.zeros_like(found)
+            best[todo] = torch.where(expand(found, xs), found_x, x_adv)
             fooled[todo] = found
         return best

@@ -7,6 +7,8 @@ import torch
 from bench.errors import ConfigError, ThreatModelViolation, unknown_choice
 
 NORMS = ("linf", "l2")
+# "patch": eps is the side of a square patch as a fraction of the image side.
+THREAT_MODELS = NORMS + ("patch",)
 # float32 rounding of x + delta, then clamping, can overshoot the ball by a few ulps.
 LINF_TOL = 1e-6
 L2_RTOL = 1e-5
@@ -26,8 +28,10 @@ def flat_norm(delta: torch.Tensor, norm: str) -> torch.Tensor:
 
 def validate_eps(eps: float, norm: str) -> None:
     """Refuse epsilons that make no sense for the threat model before any work is done."""
-    if norm not in NORMS:
-        raise unknown_choice("norm", norm, NORMS)
+    if norm not in THREAT_MODELS:
+        raise unknown_choice("norm", norm, THREAT_MODELS)
+    if norm == "patch" and not 0 < eps <= 1:
+        raise ConfigError(f"patch size {eps} must be a fraction of the image side in (0, 1], e.g. 0.1.")
     if not eps >= 0:
         raise ConfigError(f"epsilon {eps} is negative (or NaN); epsilons must be >= 0.")
     if norm == "linf" and eps > 1:
@@ -73,6 +77,9 @@ def check_threat_model(x: torch.Tensor, x_adv: torch.Tensor, eps: float, norm: s
     lo, hi = float(x_adv.min()), float(x_adv.max())
     if lo < 0 or hi > 1:
         raise ThreatModelViolation(f"{attack}: adversarial examples leave [0, 1] (min {lo:.6g}, max {hi:.6g}).")
+    if norm == "patch":
+        _check_patch(x, x_adv, eps, attack)
+        return
     sizes = flat_norm((x_adv - x).float(), norm)
     limit = eps + LINF_TOL if norm == "linf" else eps * (1 + L2_RTOL) + 1e-7
     worst = float(sizes.max()) if sizes.numel() else 0.0
@@ -81,3 +88,24 @@ def check_threat_model(x: torch.Tensor, x_adv: torch.Tensor, eps: float, norm: s
             f"{attack}: a perturbation has {norm} norm {worst:.8g} > eps {eps:.8g} "
             f"({int((sizes > limit).sum())} of {sizes.numel()} samples)."
         )
+
+
+def patch_side(eps: float, height: int) -> int:
+    """Side in pixels of a patch covering ``eps`` of the image side (at least one pixel)."""
+    return max(1, int(round(eps * height)))
+
+
+def _check_patch(x: torch.Tensor, x_adv: torch.Tensor, eps: float, attack: str) -> None:
+    """Every changed pixel of a sample lies inside one square of the allowed side."""
+    side = patch_side(eps, x.shape[-2])
+    changed = (x_adv != x).any(1)  # (N, H, W)
+    for i in range(len(x)):
+        where = changed[i].nonzero()
+        if len(where) == 0:
+            continue
+        extent = where.amax(0) - where.amin(0) + 1
+        if int(extent.max()) > side:
+            raise ThreatModelViolation(
+                f"{attack}: sample {i} is changed over a {int(extent[0])}x{int(extent[1])} region, "
+                f"larger than the {side}x{side} patch allowed by eps={eps}."
+            )

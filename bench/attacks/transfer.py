@@ -1,0 +1,76 @@
+"""Transfer attacks: craft on an independently trained surrogate, evaluate on the target (black-box).
+
+The surrogate is a model-zoo checkpoint of another seed and/or architecture,
+trained on the same dataset if the zoo lacks it. The inner attack is our PGD
+(``momentum`` > 0 gives MI-FGSM, Dong et al. 2018, which transfers better).
+The target is never queried while crafting, so its propagation counts are zero.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from bench.attacks.base import Attack, AttackContext, attack_mode
+from bench.attacks.gradient import PGD
+from bench.attacks.registry import register_attack
+from bench.errors import CheckpointError, ConfigError
+
+
+@register_attack("transfer")
+class Transfer(Attack):
+    kind = "transfer"
+    norms = ("linf", "l2")
+
+    @classmethod
+    def param_names(cls):
+        return ("surrogate", "surrogate_seed", "surrogate_checkpoint", "steps", "rel_stepsize", "momentum", "restarts")
+
+    def __init__(self, norm="linf", seed=0, **params):
+        super().__init__(norm, seed, **params)
+        self.surrogate_name = str(params.get("surrogate", "resnet18_native"))
+        self.surrogate_seed = int(params.get("surrogate_seed", 1))
+        self.surrogate_checkpoint = params.get("surrogate_checkpoint")
+        inner = {k: params[k] for k in ("steps", "rel_stepsize", "momentum", "restarts") if k in params}
+        inner_goal = {k: params[k] for k in ("targeted", "target") if k in params}
+        self.inner = PGD(norm, seed, random_start=True, **inner, **inner_goal)
+        self.inner.keep_first_success = False
+        self.surrogate: torch.nn.Module | None = None
+
+    def prepare(self, context: AttackContext) -> None:
+        from bench.config import CONF_DIR
+        from bench.experiment import model_spec_from_cfg
+        from bench.models import load_checkpoint
+        from bench.zoo import get_or_train
+
+        info = context.dataset
+        if self.surrogate_checkpoint:
+            model, card = load_checkpoint(Path(str(self.surrogate_checkpoint)))
+        else:
+            spec_file = CONF_DIR / "model" / f"{self.surrogate_name}.yaml"
+            if not spec_file.exists():
+                names = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
+                raise ConfigError(f"unknown surrogate model {self.surrogate_name!r}; choices: {', '.join(names)}.")
+            spec = model_spec_from_cfg(OmegaConf.create({"model": OmegaConf.load(spec_file)}))
+            train = type(context.train)(**{**vars(context.train), "seed": self.surrogate_seed})
+            model, card, _ = get_or_train(spec, info.flag, info.size, context.data_root, train, context.zoo_dir,
+                                          info.n_channels, info.num_classes)
+        if (card.in_chans, card.num_classes, card.size) != (info.n_channels, info.num_classes, info.size):
+            raise CheckpointError(
+                f"surrogate {card.name} takes {card.in_chans}x{card.size}x{card.size} inputs with {card.num_classes} "
+                f"classes, but the target's dataset {info.track} has {info.n_channels}x{info.size}x{info.size} with "
+                f"{info.num_classes}. Use a surrogate trained on {info.flag} at size {info.size}."
+            )
+        target = context.target_card
+        if target is not None and (target.name, target.seed) == (card.name, card.seed) and target.sha256 == card.sha256:
+            raise ConfigError("the surrogate is the target model itself; pick another seed or architecture for a transfer attack.")
+        self.surrogate = model.to(context.device).eval()
+        self.surrogate_card = card
+
+    def run(self, model, x, criterion, eps):
+        if self.surrogate is None:
+            raise ConfigError("the transfer attack has no surrogate: call prepare() (the experiment runner does).")
+        with attack_mode(self.surrogate):
+            return self.inner.run(self.surrogate, x, criterion, eps)
