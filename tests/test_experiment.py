@@ -110,3 +110,23 @@ def test_bad_input_fails_clearly_and_writes_nothing(real_root, tmp_path, overrid
     assert message in proc.stderr + proc.stdout
     assert not (tmp_path / "results").exists()
     assert not list(tmp_path.rglob("summary.json"))
+
+
+def test_standard_battery_is_sequential_worst_case(real_root, tmp_path):
+    """AutoAttack-style: each attack sees only still-robust samples, so robust accuracy never rises along the battery."""
+    budget = ["battery.attacks.apgd_ce.params.steps=5", "battery.attacks.apgd_margin.params.steps=5",
+              "battery.attacks.fmn_linf.params.steps=10", "battery.attacks.square_linf.params.max_queries=40",
+              "battery.attacks.apgd_ce.epsilons=[2/255,8/255]", "battery.attacks.apgd_margin.epsilons=[2/255,8/255]",
+              "battery.attacks.fmn_linf.epsilons=[2/255,8/255]", "battery.attacks.square_linf.epsilons=[2/255,8/255]"]
+    proc = run_script("attack.py", "battery=standard", "model=resnet18_native", "logger=none", "train.epochs=3",
+                      "dataset.n_examples=24", *budget, tmp=tmp_path, root=real_root)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads(next((tmp_path / "out").rglob("summary.json")).read_text())
+    order = ["apgd_ce", "apgd_margin", "fmn_linf", "square_linf"]
+    for eps in {r["eps"] for r in rows}:
+        by_attack = {r["attack"]: r for r in rows if r["eps"] == eps}
+        accs = [by_attack[a]["robust_acc"] for a in order]
+        assert accs == sorted(accs, reverse=True)
+        assert by_attack["battery:standard"]["robust_acc"] == accs[-1]
+        assert by_attack["square_linf"]["kind"] == "score"
+    assert all("flags" in r for r in rows)

@@ -10,7 +10,6 @@ import pytest
 import torch
 import torch.nn as nn
 
-import bench.attacks.minimum_norm  # noqa: F401  (registers fmn, cw, deepfool)
 from bench.attacks import build_attack
 from bench.attacks.criteria import Criterion
 from bench.attacks.threat import flat_norm

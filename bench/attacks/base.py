@@ -166,6 +166,8 @@ class Attack:
         counter = PropagationCounter(model)
         with attack_mode(model), torch.enable_grad():
             crit = criterion if criterion is not None else self.criterion(model, x, y, task)
+            if crit.targeted and not self.supports_targeted:
+                raise ConfigError(f"attack {self.name!r} has no targeted variant, but was given a targeted criterion.")
             counter.reset()
             outputs = self.run_epsilons(counter, x, crit, list(epsilons))
         n = max(1, len(x))
@@ -190,12 +192,16 @@ class Attack:
         for eps in epsilons:
             if counter is not None:
                 counter.reset()
+            self._last_queries = None
             started = time.perf_counter()
             x_adv = self.run(model, x, criterion, eps).detach()
             out = AttackOutput(eps, x_adv, time.perf_counter() - started)
             if counter is not None:
                 out.forwards, out.backwards = counter.forwards / n, counter.backwards / n
-            out.queries = getattr(self, "_last_queries", None)
+            queries = getattr(self, "_last_queries", None)
+            if self.max_queries is not None and queries is None:
+                raise ThreatModelViolation(f"{self.name}: a query-limited attack must report its per-sample queries.")
+            out.queries = None if queries is None else queries.clone()
             outputs.append(out)
         return outputs
 

@@ -66,6 +66,9 @@ class MinimumNormAttack(Attack):
         """Per sample, the smallest adversarial example found (any value where none was found)."""
         raise NotImplementedError
 
+    def check_criterion(self, criterion: Criterion) -> None:
+        """Refuse goals the attack cannot pursue, before any work (default: every goal is fine)."""
+
     def minimal_examples(self, model: nn.Module, x: torch.Tensor, criterion: Criterion) -> tuple[torch.Tensor, torch.Tensor]:
         """Clamped, re-checked minimal examples and a mask of the samples they fool.
 
@@ -88,6 +91,7 @@ class MinimumNormAttack(Attack):
 
     def run_epsilons(self, model: nn.Module, x: torch.Tensor, criterion: Criterion, epsilons: list[float]) -> list[AttackOutput]:
         """One attack pass; per epsilon, the minimal example where it fits in the ball, else the clean input."""
+        self.check_criterion(criterion)
         started = time.perf_counter()
         best, fooled = self.minimal_examples(model, x, criterion)
         seconds = (time.perf_counter() - started) / max(1, len(epsilons))
@@ -109,10 +113,11 @@ class FMN(MinimumNormAttack):
     model on the boundary itself, where it can stay without ever crossing.
     Step size alpha and gamma are cosine-annealed (alpha to alpha_init / 100,
     gamma to 0.001). Starts from the clean input, so no boundary search is needed.
+    ``alpha_init`` defaults to 1.0 for both norms, as in the authors' code: on
+    BreastMNIST/PneumoniaMNIST models 10.0 (L-inf) left 1-4 points more robust accuracy.
     """
 
     norms = ("linf", "l2")
-    DEFAULT_ALPHA = {"linf": 10.0, "l2": 1.0}
 
     @classmethod
     def param_names(cls):
@@ -121,7 +126,7 @@ class FMN(MinimumNormAttack):
     def __init__(self, norm: str = "linf", seed: int = 0, **params: object):
         super().__init__(norm, seed, **params)
         self.steps = self._positive_int("steps", params.get("steps", 100))
-        self.alpha_init = float(params.get("alpha_init", self.DEFAULT_ALPHA[norm]))  # type: ignore[arg-type]
+        self.alpha_init = float(params.get("alpha_init", 1.0))  # type: ignore[arg-type]
         self.alpha_final = float(params.get("alpha_final", self.alpha_init / 100))  # type: ignore[arg-type]
         self.gamma_init = float(params.get("gamma_init", 0.05))  # type: ignore[arg-type]
         self.gamma_final = float(params.get("gamma_final", 0.001))  # type: ignore[arg-type]
@@ -299,9 +304,11 @@ class DeepFool(MinimumNormAttack):
         others = logits.scatter(1, criterion.labels.view(-1, 1), float("-inf"))
         return others.topk(min(self.candidates - 1, logits.shape[1] - 1), dim=1).indices
 
-    def minimise(self, model, x, criterion):
+    def check_criterion(self, criterion):
         if criterion.targeted:
             raise ConfigError("deepfool has no targeted variant; use fmn or cw for targeted minimum-norm attacks.")
+
+    def minimise(self, model, x, criterion):
         with torch.no_grad():
             picks = self._pick(model(x), criterion)
         total = torch.zeros_like(x)
