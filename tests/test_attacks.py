@@ -180,3 +180,72 @@ def test_string_epsilons():
     assert parse_eps("8/255") == pytest.approx(8 / 255)
     with pytest.raises(ConfigError, match="8/255"):
         parse_eps("eight")
+
+
+@pytest.mark.parametrize("stem", ATTACK_CONFIGS)
+def test_targeted_variant_reaches_the_opposite_class(stem, trained_breast, breast_batch, context):
+    """Every attack that has a targeted variant sends some samples to the target (Finlayson et al.'s goal)."""
+    cfg = OmegaConf.load(CONF_DIR / "attack" / f"{stem}.yaml")
+    if not ATTACKS[cfg.name].supports_targeted:
+        with pytest.raises(ConfigError, match="no targeted variant"):
+            build_attack(cfg.name, cfg.norm, 0, {**OmegaConf.to_container(cfg.params), "target": "opposite"})
+        return
+    model, _, _ = trained_breast
+    x, y, task = breast_batch
+    attack, epsilons = attack_from_config(stem, context=None)
+    attack = build_attack(cfg.name, cfg.norm, 0, {**attack.params, "target": "opposite"})
+    attack.prepare(context)
+    outputs = attack(model, x[:24], y[:24], epsilons[-1:], task)
+    target = 1 - y[:24]
+    with torch.no_grad():
+        reached = model(outputs[0].x_adv).argmax(1) == target
+    assert attack.last_criterion.targeted and torch.equal(attack.last_criterion.target, target)
+    assert reached.any(), f"{stem} sent no sample to its target class"
+
+
+def test_targeted_attack_without_a_rule_is_refused():
+    with pytest.raises(ConfigError, match="no target rule"):
+        build_attack("pgd", params={"targeted": True})
+
+
+@pytest.mark.parametrize("flag", ["dermamnist", "chestmnist"])
+@pytest.mark.parametrize("stem", ATTACK_CONFIGS)
+def test_every_attack_on_rgb_multiclass_and_multilabel(synthetic, flag, stem, tmp_path):
+    """RGB 7-class and 14-label synthetic data: inside the threat model, or a clear refusal."""
+    from bench.attacks.base import AttackContext
+    from bench.train import TrainConfig
+
+    data = load_split(flag, "test", root=synthetic, n_examples=6)
+    info = data.info
+    model = build_model(ModelSpec("m", "resnet18", "native"), info.n_channels, info.num_classes).eval()
+    context = AttackContext(info, str(synthetic), str(tmp_path), TrainConfig(epochs=1, seed=0), "cpu", None)
+    attack, epsilons = attack_from_config(stem)
+    if attack.targeted:  # 'opposite' is for binary tasks; these take a class or a label to flip
+        rule = "flip:0" if info.task.multi_label else "next"
+        attack = build_attack(attack.name, attack.norm, 0, {**attack.params, "target": rule})
+    try:
+        attack.prepare(context)
+        outputs = attack(model, data.images, data.labels, epsilons[-1:], info.task)
+    except ConfigError as err:  # foolbox-based attacks assume one label per image
+        assert info.task.multi_label and "multi-label" in str(err)
+        return
+    assert_inside_threat_model(data.images, outputs[0].x_adv, epsilons[-1], attack.norm)
+
+
+def test_surrogate_that_does_not_fit_the_target_is_refused(trained_breast, synthetic, tmp_path):
+    from bench.attacks.base import AttackContext
+    from bench.data import dataset_info
+    from bench.errors import CheckpointError
+    from bench.train import TrainConfig
+
+    _, _, weights = trained_breast  # greyscale, 2 classes
+    attack = build_attack("transfer", "linf", 0, {"surrogate_checkpoint": str(weights)})
+    context = AttackContext(dataset_info("dermamnist"), str(synthetic), str(tmp_path), TrainConfig(epochs=1), "cpu", None)
+    with pytest.raises(CheckpointError, match=r"surrogate .* 2 classes.*dermamnist_28 has 3x28x28 with 7"):
+        attack.prepare(context)
+
+
+def test_query_budget_must_be_positive():
+    for name in ("square", "decision"):
+        with pytest.raises(ConfigError, match="max_queries"):
+            build_attack(name, "l2", 0, {"max_queries": 0})

@@ -74,12 +74,13 @@ def test_every_epsilon_is_in_the_ball_and_the_box_and_monotone(name, norm, train
     previous = torch.zeros(len(x), dtype=torch.bool)
     for out in outputs:
         assert float(out.x_adv.min()) >= 0 and float(out.x_adv.max()) <= 1
-        assert float(flat_norm(out.x_adv - x, norm).max()) <= out.eps
+        assert float(flat_norm(out.x_adv - x, norm).max()) <= out.eps * (1 + 1e-5) + 1e-6  # float32 rounding of x + delta
         now = fooled(model, out.x_adv, y, task)
         untouched = (out.x_adv == x).flatten(1).all(1)
         assert (now | untouched).all(), "a perturbed example must fool the model (else the clean input is returned)"
         assert (now >= previous).all(), "a sample fooled at a smaller epsilon must stay fooled at a larger one"
-        assert torch.equal(now, attack.last_norms <= out.eps)
+        # every minimal example that fits the ball fools; others may still fool once projected onto it
+        assert (now >= (attack.last_norms <= out.eps)).all()
         previous = now
     assert len({o.seconds for o in outputs}) == 1, "the one pass's time is split equally over the epsilons"
 

@@ -32,6 +32,11 @@ class FoolboxAttack(Attack):
         if cls is None or not isinstance(cls, type):
             names = [n for n in dir(fb.attacks) if n[0].isupper() and isinstance(getattr(fb.attacks, n), type)]
             raise ConfigError(f"unknown foolbox attack {name!r}; choices: {', '.join(sorted(names))}.")
+        if name == "L2FMNAttack":
+            raise ConfigError(
+                "foolbox 3.3.4's L2FMNAttack never shrinks its projection (its 'minimal' examples have "
+                "norms near the largest epsilon); use medbench's own attack=fmn_l2 instead."
+            )
         prefix_ok = name.startswith(FOOLBOX_NORMS[norm]) or name in FOOLBOX_NORMS[norm]
         if not prefix_ok:
             raise ConfigError(f"foolbox attack {name!r} does not measure epsilons in the {norm} norm; pick a {norm} attack.")

@@ -57,8 +57,10 @@ class UniversalPatch(Attack):
         from bench.data import load_split
 
         info = context.dataset
-        n = min(self.train_samples, info.n_samples["train"])
-        self._train = load_split(info.flag, "train", info.size, context.data_root, n_examples=n, seed=self.seed)
+        train = load_split(info.flag, "train", info.size, context.data_root)
+        if len(train) > self.train_samples:
+            train = load_split(info.flag, "train", info.size, context.data_root, n_examples=self.train_samples, seed=self.seed)
+        self._train = train
         self.patches.clear()
 
     def _locations(self, n: int, side: int, h: int, w: int, generator: torch.Generator):
