@@ -163,7 +163,7 @@ class Attack:
         """Attack ``x`` (labels ``y``) at every epsilon; every result is checked against the threat model."""
         for eps in epsilons:
             validate_eps(eps, self.norm)
-        counter = PropagationCounter(model)
+        counter = PropagationCounter(model).eval()  # eval: foolbox warns about (and some code branches on) training mode
         with attack_mode(model), torch.enable_grad():
             crit = criterion if criterion is not None else self.criterion(model, x, y, task)
             if crit.targeted and not self.supports_targeted:
