@@ -18,6 +18,7 @@ import torch.nn as nn
 
 from bench.attacks.base import Attack, AttackOutput
 from bench.attacks.criteria import Criterion
+from bench.attacks.foolbox_adapter import foolbox_criterion
 from bench.attacks.registry import register_attack
 from bench.attacks.threat import flat_norm
 from bench.errors import ConfigError
@@ -85,10 +86,7 @@ class FoolboxDecisionAttack(Attack):
         torch.manual_seed(self.seed)
         guard = QueryBudgetModel(model, x, criterion, self.norm, self.max_queries).eval()
         fmodel = fb.PyTorchModel(guard, bounds=(0, 1), device=x.device)
-        if criterion.targeted:
-            fb_criterion = fb.criteria.TargetedMisclassification(criterion.target.view(-1))
-        else:
-            fb_criterion = fb.criteria.Misclassification(criterion.labels.long().view(-1))
+        fb_criterion = foolbox_criterion(criterion)
         started = time.perf_counter()
         try:
             self.fb_attack(fmodel, x, fb_criterion, epsilons=None)

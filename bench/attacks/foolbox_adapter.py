@@ -8,11 +8,19 @@ import foolbox as fb
 import torch
 
 from bench.attacks.base import Attack, AttackOutput
+from bench.attacks.criteria import Criterion
 from bench.attacks.registry import register_attack
 from bench.errors import ConfigError
 
 # foolbox attack classes by the norm their epsilons are measured in.
 FOOLBOX_NORMS = {"linf": ("Linf", "FGSM", "FGM_Linf"), "l2": ("L2",)}
+
+
+def foolbox_criterion(criterion: Criterion):
+    """Our single-label criterion as foolbox's: misclassification, or reaching the target class."""
+    if criterion.targeted:
+        return fb.criteria.TargetedMisclassification(criterion.target.view(-1))
+    return fb.criteria.Misclassification(criterion.labels.long().view(-1))
 
 
 @register_attack("foolbox")
@@ -48,10 +56,7 @@ class FoolboxAttack(Attack):
             raise ConfigError("foolbox attacks assume one label per image; multi-label tasks need medbench's own attacks.")
         torch.manual_seed(self.seed)
         fmodel = fb.PyTorchModel(model, bounds=(0, 1), device=x.device)
-        if criterion.targeted:
-            fb_criterion = fb.criteria.TargetedMisclassification(criterion.target.view(-1))
-        else:
-            fb_criterion = fb.criteria.Misclassification(criterion.labels.long().view(-1))
+        fb_criterion = foolbox_criterion(criterion)
         started = time.perf_counter()
         _, clipped, _ = self.fb_attack(fmodel, x, fb_criterion, epsilons=list(epsilons))
         per_eps = (time.perf_counter() - started) / max(1, len(epsilons))
