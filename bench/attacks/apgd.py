@@ -17,7 +17,7 @@ import math
 import torch
 import torch.nn as nn
 
-from bench.attacks.base import Attack
+from bench.attacks.base import Attack, best_over_restarts
 from bench.attacks.criteria import Criterion
 from bench.attacks.registry import register_attack
 from bench.attacks.threat import normalise_gradient, project, random_start
@@ -136,16 +136,9 @@ class APGD(Attack):
     def run(self, model: nn.Module, x: torch.Tensor, criterion: Criterion, eps: float) -> torch.Tensor:
         self._check_loss_fits(criterion)
         generator = torch.Generator().manual_seed(self.seed)
-        best = x.clone()
-        fooled = torch.zeros(len(x), dtype=torch.bool, device=x.device)
-        for _ in range(self.restarts):
-            todo = (~fooled).nonzero().view(-1)
-            if len(todo) == 0:
-                break
-            x_adv, found = self._single_run(model, x[todo], criterion.subset(todo), eps, generator)
-            best[todo] = x_adv
-            fooled[todo] = found
-        return best
+        return best_over_restarts(
+            x, criterion, self.restarts, lambda xs, crit: self._single_run(model, xs, crit, eps, generator)
+        )
 
     def _single_run(
         self, model: nn.Module, x: torch.Tensor, criterion: Criterion, eps: float, generator: torch.Generator

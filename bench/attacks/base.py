@@ -10,7 +10,7 @@ budget are enforced on every batch.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -89,6 +89,24 @@ def attack_mode(model: nn.Module) -> Iterator[nn.Module]:
         for p, flag in zip(model.parameters(), flags):
             p.requires_grad_(flag)
         model.train(was_training)
+
+
+def best_over_restarts(
+    x: torch.Tensor, criterion: Criterion, restarts: int,
+    single_run: Callable[[torch.Tensor, Criterion], tuple[torch.Tensor, torch.Tensor]],
+) -> torch.Tensor:
+    """Run ``single_run`` (returning adversarial inputs and a fooled mask) up to ``restarts`` times,
+    each time only on the samples not fooled yet; per sample, the result of its last run is kept."""
+    best = x.clone()
+    fooled = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+    for _ in range(restarts):
+        todo = (~fooled).nonzero().view(-1)
+        if len(todo) == 0:
+            break
+        x_adv, found = single_run(x[todo], criterion.subset(todo))
+        best[todo] = x_adv
+        fooled[todo] = found
+    return best
 
 
 class Attack:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from bench.attacks.base import Attack
+from bench.attacks.base import Attack, best_over_restarts
 from bench.attacks.criteria import Criterion
 from bench.attacks.registry import register_attack
 from bench.attacks.threat import normalise_gradient, project, random_start
@@ -66,13 +66,8 @@ class PGD(Attack):
     def run(self, model, x, criterion, eps):
         step = float(self.abs_stepsize) if self.abs_stepsize is not None else self.rel_stepsize * eps
         generator = torch.Generator().manual_seed(self.seed)
-        best = x.clone()
-        fooled = torch.zeros(len(x), dtype=torch.bool, device=x.device)
-        for _ in range(self.restarts):
-            todo = (~fooled).nonzero().view(-1)
-            if len(todo) == 0:
-                break
-            xs, crit = x[todo], criterion.subset(todo)
+
+        def single_run(xs: torch.Tensor, crit: Criterion) -> tuple[torch.Tensor, torch.Tensor]:
             delta = random_start(xs, eps, self.norm, generator) if self.random_start else torch.zeros_like(xs)
             x_adv = (xs + delta).clamp(0, 1)
             found = torch.zeros(len(xs), dtype=torch.bool, device=x.device)
@@ -93,6 +88,6 @@ class PGD(Attack):
             found_x[newly], found = x_adv[newly], found | newly
             if not self.keep_first_success:
                 found = torch.zeros_like(found)
-            best[todo] = torch.where(expand(found, xs), found_x, x_adv)
-            fooled[todo] = found
-        return best
+            return torch.where(expand(found, xs), found_x, x_adv), found
+
+        return best_over_restarts(x, criterion, self.restarts, single_run)
