@@ -34,8 +34,24 @@ def to_dict(cfg: DictConfig | dict) -> dict:
     return dict(cfg)
 
 
-def config_hash(cfg: DictConfig | dict, drop: tuple[str, ...] = ("paths", "logger", "hydra")) -> str:
-    """A short, stable hash of what determines a result (paths and loggers excluded)."""
-    data = {k: v for k, v in to_dict(cfg).items() if k not in drop}
-    blob = json.dumps(data, sort_keys=True, default=str).encode()
+# Parts of a config that do not change a result: where files go, how runs are logged and split up,
+# which machine-local path a checkpoint or the data came from (files are checked by hash instead),
+# and the training recipe (the attacked weights are identified by their sha256).
+NOT_RESULT_KEYS = ("paths", "logger", "hydra", "data", "records", "tag", "checkpoint", "train")
+NOT_RESULT_EVAL_KEYS = ("num_shards", "shard")
+
+
+def result_config(cfg: DictConfig | dict) -> dict:
+    """The part of a resolved config that determines an evaluation's numbers (given the weights)."""
+    data = {k: v for k, v in to_dict(cfg).items() if k not in NOT_RESULT_KEYS}
+    if isinstance(data.get("eval"), dict):
+        data["eval"] = {k: v for k, v in data["eval"].items() if k not in NOT_RESULT_EVAL_KEYS}
+    if data.get("battery") and data["battery"].get("attacks"):
+        data.pop("attack", None)  # a battery replaces the single attack
+    return data
+
+
+def config_hash(cfg: DictConfig | dict) -> str:
+    """A short, stable hash of what determines a result (see ``result_config``)."""
+    blob = json.dumps(result_config(cfg), sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:12]

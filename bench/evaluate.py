@@ -1,4 +1,4 @@
-"""Run attacks over a split batch by batch and turn per-sample outcomes into summary rows.
+"""Run a battery over a split batch by batch, writing per-sample records; summarise records into rows.
 
 Only samples classified correctly when clean are attacked (the others are
 already non-robust). Two battery modes:
@@ -9,14 +9,19 @@ already non-robust). Two battery modes:
 - ``sequential`` (AutoAttack's way): each attack only sees the samples still
   robust after the attacks before it, at that epsilon; each attack's row is the
   robust accuracy *after* it, so the last one is the battery's worst case.
+
+Batches are independent (every attack call is seeded), so an evaluation can be
+cut anywhere into batches, resumed after a kill, or split into shards, and
+still produce the numbers of one uninterrupted run.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+import pandas as pd
 import torch
 import torch.nn as nn
 
@@ -25,8 +30,11 @@ from bench.attacks import Attack, flat_norm
 from bench.attacks.base import Attack as _Base
 from bench.data import Split
 from bench.progress import progress
+from bench.records import RecordSet
+from bench.tasks import Task
 
 BATTERY_MODES = ("independent", "sequential")
+L0_TOLERANCE = 1e-6  # a value counts as changed when it moved by more than float noise
 
 
 @dataclass
@@ -43,57 +51,62 @@ class PlannedAttack:
         """True when the attack serves every epsilon from one run (it overrides run_epsilons)."""
         return type(self.attack).run_epsilons is not _Base.run_epsilons
 
-
-@dataclass
-class EpsOutcome:
-    """Per-sample outcome of one attack at one epsilon (tensors of length n)."""
-
-    eps: float
-    robust: torch.Tensor  # clean-correct and still correct under attack
-    success: torch.Tensor  # clean-correct and the attack reached its goal
-    linf: torch.Tensor  # perturbation norms (NaN where the sample was not attacked)
-    l2: torch.Tensor
-    queries: torch.Tensor  # per-sample model queries (NaN where not counted)
-    seconds: float = 0.0
-    forwards: float = 0.0  # total forward passes (images)
-    backwards: float = 0.0
-
-    @classmethod
-    def empty(cls, eps: float, n: int) -> "EpsOutcome":
-        nan = torch.full((n,), math.nan)
-        false = torch.zeros(n, dtype=torch.bool)
-        return cls(eps, false, false.clone(), nan, nan.clone(), nan.clone())
+    def label(self, eps: float) -> str:
+        return self.eps_labels.get(eps, f"{eps:.6g}")
 
 
 @dataclass
-class AttackResult:
-    """One attack's outcomes over the split, at every epsilon."""
+class Examples:
+    """Clean and adversarial images of the first few samples, for example grids (W&B, figures)."""
 
-    attack_id: str
+    clean: np.ndarray                     # (k, C, H, W)
+    labels: np.ndarray
+    clean_pred: np.ndarray
     norm: str
-    clean_correct: torch.Tensor
-    by_eps: dict[float, EpsOutcome] = field(default_factory=dict)
+    epsilons: list[float]
+    eps_labels: list[str]
+    adv: np.ndarray = field(init=False)   # (E, k, C, H, W): the worst-case example at each epsilon
+    adv_pred: np.ndarray = field(init=False)
+    _l2: np.ndarray = field(init=False)
+    _fooled: np.ndarray = field(init=False)
 
+    def __post_init__(self) -> None:
+        e, k = len(self.epsilons), len(self.clean)
+        self.adv = np.repeat(self.clean[None], e, axis=0).copy()
+        self.adv_pred = np.repeat(np.asarray(self.clean_pred)[None], e, axis=0).copy()
+        self._l2 = np.full((e, k), np.inf)
+        self._fooled = np.zeros((e, k), dtype=bool)
 
-@torch.no_grad()
-def clean_correct_mask(model: nn.Module, split: Split, batch_size: int, device: str) -> torch.Tensor:
-    model.eval()
-    task = split.info.task
-    out = []
-    for x, y, _ in split.batches(batch_size):
-        out.append(task.correct(model(x.to(device)), y.to(device)).cpu())
-    return torch.cat(out)
+    def offer(self, eps: float, rows: np.ndarray, x_adv: np.ndarray, pred: np.ndarray, success: np.ndarray, l2: np.ndarray) -> None:
+        """Keep, per sample, the smallest successful example (or the latest unsuccessful one)."""
+        if eps not in self.epsilons:
+            return
+        e = self.epsilons.index(eps)
+        for j, i in enumerate(rows):
+            if i >= len(self.clean):
+                continue
+            better = (success[j] and (not self._fooled[e, i] or l2[j] < self._l2[e, i])) or not self._fooled[e, i]
+            if better:
+                self.adv[e, i], self.adv_pred[e, i] = x_adv[j], pred[j]
+                self._fooled[e, i], self._l2[e, i] = bool(success[j]), float(l2[j])
+
+    def save(self, path, meta: dict[str, str | int]) -> None:
+        np.savez_compressed(
+            path, clean=self.clean, adv=self.adv, eps=np.asarray(self.epsilons, dtype=np.float64),
+            eps_labels=np.asarray(self.eps_labels), labels=np.asarray(self.labels),
+            clean_pred=np.asarray(self.clean_pred), adv_pred=np.asarray(self.adv_pred),
+            **{k: np.asarray(str(v)) for k, v in meta.items()},
+        )
 
 
 def _attack_rows(model, planned: PlannedAttack, x, y, task, masks: dict[float, torch.Tensor]):
-    """Run ``planned`` on the masked rows of a batch; yields (eps, local row index, AttackOutput, adv logits)."""
+    """Run ``planned`` on the masked rows of a batch; yields (eps, local row indices, AttackOutput)."""
     if planned.one_pass:
         union = torch.stack([masks[e] for e in planned.epsilons]).any(0)
         idx = union.nonzero().view(-1)
         if len(idx) == 0:
             return
-        outputs = planned.attack(model, x[idx], y[idx], planned.epsilons, task)
-        for out in outputs:
+        for out in planned.attack(model, x[idx], y[idx], planned.epsilons, task):
             yield out.eps, idx, out
         return
     for eps in planned.epsilons:
@@ -104,106 +117,125 @@ def _attack_rows(model, planned: PlannedAttack, x, y, task, masks: dict[float, t
         yield eps, idx, out
 
 
-def run_attacks(
-    model: nn.Module,
-    split: Split,
-    plan: Sequence[PlannedAttack],
-    batch_size: int,
-    device: str,
-    clean_correct: torch.Tensor,
-    mode: str = "independent",
-) -> list[AttackResult]:
-    """Attack the split with every planned attack; per-sample outcomes per attack and epsilon."""
+def _as_list(t: torch.Tensor) -> list:
+    return t.cpu().tolist()
+
+
+def attack_batch(
+    model: nn.Module, plan: Sequence[PlannedAttack], x: torch.Tensor, y: torch.Tensor, rows: torch.Tensor,
+    sample_ids: torch.Tensor, task: Task, mode: str, seed: int, examples: Examples | None = None,
+) -> list[dict]:
+    """Attack one batch with the whole plan; one record per (sample, attack, epsilon)."""
+    with torch.no_grad():
+        clean_logits = model(x)
+    cc = task.correct(clean_logits, y)
+    clean_pred = _as_list(task.predict(clean_logits))
+    clean_scores = _as_list(task.scores(clean_logits).float())
+    labels = _as_list(y)
+    b = len(x)
+    base = [
+        {"index": int(rows[i]), "sample_id": int(sample_ids[i]), "label": labels[i], "clean_pred": clean_pred[i],
+         "clean_correct": bool(cc[i]), "clean_scores": clean_scores[i], "seed": seed}
+        for i in range(b)
+    ]
+    still_robust: dict[tuple[str, float], torch.Tensor] = {}
+    records: list[dict] = []
+    for stage, p in enumerate(plan):
+        masks = {}
+        for eps in p.epsilons:
+            key = (p.attack.norm, eps)
+            still_robust.setdefault(key, cc.clone())
+            masks[eps] = still_robust[key] if mode == "sequential" else cc
+        per_eps = {eps: [dict(base[i], attack=p.attack_id, kind=p.attack.kind, stage=stage, norm=p.attack.norm,
+                              eps=eps, eps_label=p.label(eps), attacked=False) for i in range(b)] for eps in p.epsilons}
+        for eps, idx, out in _attack_rows(model, p, x, y, task, masks):
+            with torch.no_grad():
+                adv_logits = model(out.x_adv)
+            adv_correct = task.correct(adv_logits, y[idx])
+            success = p.attack.last_criterion.is_adversarial(adv_logits)
+            delta = (out.x_adv - x[idx]).float()
+            linf, l2 = _as_list(flat_norm(delta, "linf")), _as_list(flat_norm(delta, "l2"))
+            l0 = _as_list((delta.abs() > L0_TOLERANCE).flatten(1).sum(1))
+            pred, scores = _as_list(task.predict(adv_logits)), _as_list(task.scores(adv_logits).float())
+            queries = None if out.queries is None else _as_list(out.queries.float())
+            share = out.seconds / len(idx)
+            for j, i in enumerate(idx.tolist()):
+                per_eps[eps][i].update(
+                    attacked=True, adv_pred=pred[j], adv_correct=bool(adv_correct[j]), success=bool(success[j]),
+                    adv_scores=scores[j], linf=linf[j], l2=l2[j], l0=l0[j],
+                    queries=None if queries is None else queries[j],
+                    forwards=out.forwards, backwards=out.backwards, seconds=share,
+                )
+            if mode == "sequential":
+                key = (p.attack.norm, eps)
+                broken = torch.zeros_like(cc)
+                broken[idx] = ~adv_correct
+                still_robust[key] = still_robust[key] & ~broken
+            if examples is not None and p.attack.norm == examples.norm:
+                examples.offer(eps, idx.cpu().numpy(), out.x_adv.float().cpu().numpy(),
+                               np.asarray(pred, dtype=object), success.cpu().numpy(), np.asarray(l2))
+        for eps in p.epsilons:
+            records.extend(per_eps[eps])
+    return records
+
+
+def evaluate(
+    model: nn.Module, split: Split, plan: Sequence[PlannedAttack], batches: Sequence[tuple[int, int]],
+    records: RecordSet, device: str, mode: str = "independent", seed: int = 0,
+    on_examples: Callable[[Examples], None] | None = None, n_examples: int = 8,
+) -> int:
+    """Attack every batch of ``batches`` that ``records`` does not hold yet; returns how many were run.
+
+    ``on_examples`` receives the example images of the split's first batch when that batch is run.
+    """
     if mode not in BATTERY_MODES:
         raise ValueError(f"unknown battery mode {mode!r}; choices: {', '.join(BATTERY_MODES)}")
-    n = len(split)
     task = split.info.task
-    results = [AttackResult(p.attack_id, p.attack.norm, clean_correct) for p in plan]
-    for p, r in zip(plan, results):
-        r.by_eps = {e: EpsOutcome.empty(e, n) for e in p.epsilons}
-    bar = progress(range(0, n, batch_size), desc=f"attacks on {split.info.track}", unit="batch")
-    for start in bar:
-        stop = min(start + batch_size, n)
+    todo = [b for b in batches if not records.has_batch(*b)]
+    skipped = len(batches) - len(todo)
+    if skipped:
+        print(f"  resuming: {skipped} of {len(batches)} batches already in {records.root}", flush=True)
+    model.eval()
+    bar = progress(todo, desc=f"attacks on {split.info.track}", unit="batch")
+    for start, stop in bar:
         rows = torch.arange(start, stop)
-        cc = clean_correct[start:stop]
         x, y = split.images[rows].to(device), split.labels[rows].to(device)
-        still_robust: dict[tuple[str, float], torch.Tensor] = {}
-        for p, result in zip(plan, results):
-            masks = {}
-            for eps in p.epsilons:
-                key = (p.attack.norm, eps)
-                still_robust.setdefault(key, cc.clone())
-                masks[eps] = still_robust[key] if mode == "sequential" else cc
-            broken_now = {eps: torch.zeros_like(cc) for eps in p.epsilons}
-            for eps, idx, out in _attack_rows(model, p, x, y, task, masks):
-                with torch.no_grad():
-                    adv_logits = model(out.x_adv)
-                outcome = result.by_eps[eps]
-                global_rows = rows[idx.cpu()]
-                robust = task.correct(adv_logits, y[idx]).cpu()
-                delta = (out.x_adv - x[idx]).float().cpu()
-                outcome.robust[global_rows] = robust
-                outcome.success[global_rows] = p.attack.last_criterion.is_adversarial(adv_logits).cpu()
-                outcome.linf[global_rows] = flat_norm(delta, "linf")
-                outcome.l2[global_rows] = flat_norm(delta, "l2")
-                if out.queries is not None:
-                    outcome.queries[global_rows] = out.queries.float().cpu()
-                outcome.seconds += out.seconds
-                outcome.forwards += out.forwards * len(idx)
-                outcome.backwards += out.backwards * len(idx)
-                broken_now[eps][idx.cpu()] = ~robust
-            if mode == "sequential":
-                for eps in p.epsilons:
-                    key = (p.attack.norm, eps)
-                    still_robust[key] = still_robust[key] & ~broken_now[eps]
-                    outcome = result.by_eps[eps]
-                    # the row after this attack: robust iff robust to it and to everything before it
-                    outcome.robust[rows] = still_robust[key]
-                    outcome.success[rows] = cc & ~still_robust[key]
-    return results
+        examples = None
+        if start == 0 and on_examples is not None and plan:
+            k = min(n_examples, stop)
+            with torch.no_grad():
+                pred = _as_list(task.predict(model(x[:k])))
+            norm = plan[0].attack.norm
+            epsilons = sorted({e for p in plan if p.attack.norm == norm for e in p.epsilons})
+            eps_labels = [next(p.label(e) for p in plan if e in p.epsilons) for e in epsilons]
+            examples = Examples(x[:k].float().cpu().numpy(), np.asarray(_as_list(y[:k])), np.asarray(pred), norm, epsilons, eps_labels)
+        batch_records = attack_batch(model, plan, x, y, rows, split.indices[rows], task, mode, seed, examples)
+        if examples is not None:
+            on_examples(examples)
+        records.write_batch(start, stop, batch_records)
+    return len(todo)
 
 
-def summary_row(result: AttackResult, outcome: EpsOutcome) -> dict[str, float | int | str]:
-    cc = result.clean_correct
-    n = int(cc.numel())
-    return {
-        "attack": result.attack_id,
-        "norm": result.norm,
-        "eps": outcome.eps,
-        "n": n,
-        "clean_acc": metrics.clean_acc(cc),
-        "robust_acc": metrics.robust_acc(outcome.robust),
-        "asr": metrics.attack_success_rate(cc, outcome.success),
-        "linf_median": metrics.median_over_successes(outcome.linf, outcome.success),
-        "l2_median": metrics.median_over_successes(outcome.l2, outcome.success),
-        "queries_median": metrics.median_over_successes(outcome.queries, outcome.success & ~outcome.queries.isnan()),
-        "forwards_per_sample": round(outcome.forwards / max(1, n), 2),
-        "backwards_per_sample": round(outcome.backwards / max(1, n), 2),
-        "seconds": round(outcome.seconds, 3),
-    }
-
-
-def worst_case(results: Sequence[AttackResult], battery_id: str) -> AttackResult:
-    """Per-sample worst case over attacks of one norm: robust only if robust to all of them.
-
-    Norms of a sample broken by several attacks are those of the smallest L2 perturbation.
-    """
-    first = results[0]
-    combined = AttackResult(battery_id, first.norm, first.clean_correct)
-    all_eps = sorted({e for r in results for e in r.by_eps})
-    for eps in all_eps:
-        outcomes = [r.by_eps[eps] for r in results if eps in r.by_eps]
-        robust = torch.stack([o.robust for o in outcomes]).all(0)
-        broken = torch.stack([~o.robust & first.clean_correct for o in outcomes])
-        l2 = torch.stack([torch.where(b, o.l2, torch.full_like(o.l2, math.inf)) for b, o in zip(broken, outcomes)])
-        pick = l2.argmin(0).view(1, -1)
-        success = first.clean_correct & ~robust
-        nan = torch.full_like(outcomes[0].linf, math.nan)
-        combined.by_eps[eps] = EpsOutcome(
-            eps, robust, success,
-            torch.where(success, torch.stack([o.linf for o in outcomes]).gather(0, pick).view(-1), nan),
-            torch.where(success, l2.gather(0, pick).view(-1), nan),
-            torch.where(success, torch.stack([o.queries for o in outcomes]).gather(0, pick).view(-1), nan),
-            sum(o.seconds for o in outcomes), sum(o.forwards for o in outcomes), sum(o.backwards for o in outcomes),
-        )
-    return combined
+def summary_rows(frame: pd.DataFrame, plan: Sequence[PlannedAttack], mode: str, battery_name: str | None,
+                 task_type: str, flag: str, seed: int) -> list[dict]:
+    """One row per attack and epsilon (cumulative in sequential mode), plus battery worst-case rows."""
+    out = []
+    ids = [p.attack_id for p in plan]
+    for k, p in enumerate(plan):
+        for eps in p.epsilons:
+            attacks = [q.attack_id for q in plan[:k + 1] if q.attack.norm == p.attack.norm and eps in q.epsilons] \
+                if mode == "sequential" else [p.attack_id]
+            view = metrics.sample_view(frame, attacks, eps)
+            out.append({"attack": p.attack_id, "kind": p.attack.kind, "norm": p.attack.norm, "eps": eps,
+                        "eps_label": p.label(eps), **metrics.summarise(view, task_type, flag, seed)})
+    if battery_name and len(plan) > 1:
+        for norm in sorted({p.attack.norm for p in plan}):
+            group = [p for p in plan if p.attack.norm == norm]
+            for eps in sorted({e for p in group for e in p.epsilons}):
+                attacks = [p.attack_id for p in group if eps in p.epsilons]
+                view = metrics.sample_view(frame, attacks, eps)
+                label = next(p.label(eps) for p in group if eps in p.epsilons)
+                out.append({"attack": f"battery:{battery_name}", "kind": "battery", "norm": norm, "eps": eps,
+                            "eps_label": label, **metrics.summarise(view, task_type, flag, seed)})
+    assert len(set(ids)) == len(ids), f"attack ids must be unique, got {ids}"
+    return out

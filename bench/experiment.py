@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -65,10 +66,16 @@ def _git_commit() -> str:
 
 
 def _versions() -> str:
-    import foolbox
-    import timm
+    """Versions of the packages that decide a result, for the leaderboard's provenance columns."""
+    from importlib.metadata import PackageNotFoundError, version
 
-    return f"torch={torch.__version__};timm={timm.__version__};foolbox={foolbox.__version__}"
+    parts = []
+    for package in ("medbench", "torch", "timm", "foolbox", "medmnist", "numpy"):
+        try:
+            parts.append(f"{package}={version(package)}")
+        except PackageNotFoundError:
+            parts.append(f"{package}=?")
+    return ";".join(parts)
 
 
 def attack_specs(cfg: DictConfig) -> list[tuple[str, dict]]:
@@ -118,21 +125,24 @@ def _json_safe(rows: list[dict]) -> list[dict]:
     return [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()} for r in rows]
 
 
-def run_experiment(cfg: DictConfig, output_dir: str | Path) -> list[dict]:
-    """Train-or-load the model, run the attack(s), write summary.json, the leaderboard rows and the W&B run.
+@dataclass
+class Prepared:
+    """Everything an experiment needs before its first attack, checked up front."""
 
-    Everything that can be refused (names, sizes, epsilons, checkpoints) is
-    checked before any attack runs, and nothing is written until every attack
-    has finished, so a bad config or a crash leaves no partial leaderboard row.
-    """
-    import datetime as dt
+    info: DatasetInfo
+    split: object  # bench.data.Split
+    model: torch.nn.Module
+    card: object  # bench.models.ModelCard
+    plan: list
+    device: str
+    mode: str
+    battery_name: str | None
 
-    from bench.checks import attach_flags, run_model_checks
-    from bench.config import config_hash, to_dict
+
+def prepare(cfg: DictConfig) -> Prepared:
+    """Build attacks, load data, train-or-load the model: every refusal happens here, before any attack."""
+    from bench.attacks.base import AttackContext
     from bench.data import load_split
-    from bench.evaluate import clean_correct_mask, run_attacks, summary_row, worst_case
-    from bench.leaderboard import track_path, upsert_rows
-    from bench.logging import make_sink
     from bench.models import load_checkpoint
     from bench.zoo import get_or_train
 
@@ -146,66 +156,115 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path) -> list[dict]:
     )
     checkpoint = cfg.get("checkpoint")
     if checkpoint:
-        weights = Path(str(checkpoint))
-        model, card = load_checkpoint(weights, info.n_channels, info.num_classes)
+        model, card = load_checkpoint(Path(str(checkpoint)), info.n_channels, info.num_classes)
     else:
-        model, card, weights = get_or_train(
+        model, card, _ = get_or_train(
             spec, info.flag, info.size, cfg.data.root, train_config_from_cfg(cfg), cfg.paths.zoo_dir,
             info.n_channels, info.num_classes,
         )
     device = str(cfg.device)
     model = model.to(device).eval()
-    from bench.attacks.base import AttackContext
-
     context = AttackContext(info, cfg.data.root, str(cfg.paths.zoo_dir), train_config_from_cfg(cfg), device, card)
     for planned in plan:
         planned.attack.prepare(context)
-    batch_size = int(cfg.eval.batch_size)
-    clean = clean_correct_mask(model, split, batch_size, device)
-    print(f"{info.track} {split.split} n={len(split)}  model {card.name} (seed {card.seed})  clean_acc {clean.float().mean():.4f}", flush=True)
-
     battery = cfg.get("battery")
     mode = str(battery.get("mode", "independent")) if battery else "independent"
-    started = time.perf_counter()
-    results = run_attacks(model, split, plan, batch_size, device, clean, mode)
-    print(f"  attacks done in {time.perf_counter() - started:.1f}s", flush=True)
-    labels = {e: lbl for p in plan for e, lbl in p.eps_labels.items()}
-    if battery and len(results) > 1:
-        for norm in sorted({r.norm for r in results}):
-            group = [r for r in results if r.norm == norm]
-            results.append(worst_case(group, f"battery:{battery.name}"))
+    return Prepared(info, split, model, card, plan, device, mode, str(battery.name) if battery else None)
 
-    resolved = to_dict(cfg)
+
+def open_records(cfg: DictConfig, prep: Prepared):
+    """The record set of this evaluation: its own folder per configuration and weights, so a rerun resumes."""
+    from bench.config import config_hash, result_config
+    from bench.records import FORMAT_VERSION, RecordSet
+
+    fingerprint = {
+        "format": FORMAT_VERSION, "config": result_config(cfg), "weights_sha256": prep.card.sha256,
+        "n": len(prep.split), "batch_size": int(cfg.eval.batch_size),
+    }
+    folder = cfg.records.get("dir")
+    if not folder:
+        folder = Path(str(cfg.paths.records_root)) / prep.info.track / prep.card.name / f"{config_hash(cfg)}-{prep.card.sha256[:8]}"
+    return RecordSet.open(folder, fingerprint)
+
+
+def run_experiment(cfg: DictConfig, output_dir: str | Path) -> list[dict]:
+    """Train-or-load the model, attack (resuming from any records already written), then summarise.
+
+    Per-sample records are written batch by batch and are the source of truth;
+    summary.json, the leaderboard rows and the W&B run are derived from them
+    once every batch of the evaluation is on disk. Nothing is written to the
+    leaderboard before that, so a bad config or a crash leaves no partial row.
+    """
+    from bench.evaluate import evaluate
+    from bench.records import shard_ranges
+
+    prep = prepare(cfg)
+    records = open_records(cfg, prep)
+    batch_size = int(cfg.eval.batch_size)
+    n = len(prep.split)
+    num_shards, shard = int(cfg.eval.get("num_shards", 1)), int(cfg.eval.get("shard", 0))
+    batches = shard_ranges(n, batch_size, num_shards, shard)
+    print(f"{prep.info.track} {prep.split.split} n={n}  model {prep.card.name} (seed {prep.card.seed})  "
+          f"records {records.root}" + (f"  shard {shard + 1}/{num_shards}" if num_shards > 1 else ""), flush=True)
+
+    def save_examples(examples) -> None:
+        meta = {"dataset": prep.info.flag, "size": prep.info.size, "model": prep.card.name,
+                "attack": f"battery:{prep.battery_name}" if prep.battery_name else prep.plan[0].attack_id,
+                "norm": examples.norm}
+        records.write_extra("examples.npz", lambda tmp: examples.save(tmp, meta))
+
+    started = time.perf_counter()
+    ran = evaluate(prep.model, prep.split, prep.plan, batches, records, prep.device, prep.mode, int(cfg.seed),
+                   save_examples, int(cfg.eval.get("n_examples", 8)))
+    print(f"  {ran} batch(es) attacked in {time.perf_counter() - started:.1f}s", flush=True)
+    missing = records.missing_batches(n, batch_size)
+    if missing:
+        print(f"  shard done; {len(missing)} batch(es) of this evaluation are not in {records.root} yet: "
+              "the last shard to finish writes the summary and leaderboard rows.", flush=True)
+        return []
+    return finalize(cfg, prep, records, output_dir)
+
+
+def finalize(cfg: DictConfig, prep: Prepared, records, output_dir: str | Path) -> list[dict]:
+    """Records -> summary rows with provenance and flags -> summary.json, leaderboard, W&B."""
+    import datetime as dt
+
+    from bench.checks import attach_flags, run_model_checks
+    from bench.config import config_hash, to_dict
+    from bench.evaluate import summary_rows
+    from bench.leaderboard import track_path, upsert_rows
+    from bench.logging import make_sink
+
+    frame = records.read()
+    info, card = prep.info, prep.card
+    rows = summary_rows(frame, prep.plan, prep.mode, prep.battery_name if len(prep.plan) > 1 else None,
+                        info.task_type, info.flag, int(cfg.seed))
     common = {
-        "dataset": info.flag, "size": info.size, "model": card.name, "arch": card.arch, "recipe": card.recipe,
-        "seed": int(cfg.seed), "tag": str(cfg.get("tag", "")), "config_hash": config_hash(cfg),
+        "dataset": info.flag, "size": info.size, "model": card.name, "defense": "none", "arch": card.arch,
+        "recipe": card.recipe, "seed": int(cfg.seed), "tag": str(cfg.get("tag", "")), "config_hash": config_hash(cfg),
         "weights_sha256": card.sha256, "git_commit": _git_commit(), "versions": _versions(),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    rows = []
-    for result in results:
-        for outcome in result.by_eps.values():
-            rows.append({**common, **summary_row(result, outcome), "eps_label": labels.get(outcome.eps, f"{outcome.eps:.6g}")})
-
-    kinds = {p.attack_id: p.attack.kind for p in plan}
-    for r in rows:
-        r["kind"] = kinds.get(r["attack"], "battery")
-    probe = slice(0, min(32, len(split)))
-    model_flags = run_model_checks(model, split.images[probe].to(device), split.labels[probe].to(device), info.task)
+    rows = [{**common, **r} for r in rows]
+    probe = slice(0, min(32, len(prep.split)))
+    model_flags = run_model_checks(prep.model, prep.split.images[probe].to(prep.device),
+                                   prep.split.labels[probe].to(prep.device), info.task)
     attach_flags(rows, model_flags)
     if model_flags:
         print(f"  checks flagged the model: {', '.join(model_flags)}", flush=True)
 
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    tmp = output_dir / "summary.json.tmp"
-    tmp.write_text(json.dumps(_json_safe(rows), indent=2) + "\n")
-    tmp.replace(output_dir / "summary.json")
+    summary = json.dumps(_json_safe(rows), indent=2) + "\n"
+    for target in (output_dir / "summary.json", records.root / "summary.json"):
+        tmp = target.with_name(target.name + ".tmp")
+        tmp.write_text(summary)
+        tmp.replace(target)
     for norm in sorted({r["norm"] for r in rows}):
         upsert_rows(track_path(cfg.paths.leaderboard_dir, info.flag, info.size, norm), [r for r in rows if r["norm"] == norm])
-    sink = make_sink(to_dict(cfg.logger), resolved, name=f"{info.track}-{card.name}-{common['config_hash']}")
+    sink = make_sink(to_dict(cfg.logger), to_dict(cfg), name=f"{info.track}-{card.name}-{common['config_hash']}")
     try:
-        sink.log_rows(rows)
+        sink.log_results(rows, frame, records.root / "examples.npz")
     finally:
         sink.finish()
     print(format_table(rows), flush=True)

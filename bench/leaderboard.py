@@ -21,10 +21,19 @@ from filelock import FileLock
 from bench.errors import BenchError
 
 COLUMNS = (
-    "date", "dataset", "size", "model", "arch", "recipe", "attack", "norm", "eps", "eps_label", "n",
-    "clean_acc", "robust_acc", "asr", "linf_median", "l2_median", "queries_median",
-    "forwards_per_sample", "backwards_per_sample", "seconds", "kind", "flags",
-    "seed", "tag", "config_hash", "weights_sha256", "git_commit", "versions",
+    # what was attacked
+    "date", "dataset", "size", "model", "defense", "arch", "recipe",
+    # how
+    "attack", "kind", "norm", "eps", "eps_label", "n", "seed",
+    # metrics (../shared/DESIGN.md); *_lo/*_hi are 95% bootstrap intervals
+    "clean_acc", "robust_acc", "robust_acc_lo", "robust_acc_hi", "asr", "asr_lo", "asr_hi",
+    "clean_auc", "adv_auc", "missed_disease_rate", "false_alarm_rate", "per_class_robust_acc",
+    "linf_mean", "linf_median", "l2_mean", "l2_median", "l0_mean", "l0_median",
+    "queries_mean", "queries_median", "forwards_per_sample", "backwards_per_sample", "seconds",
+    # trust
+    "flags",
+    # provenance
+    "tag", "config_hash", "weights_sha256", "git_commit", "versions",
 )
 KEY = ("config_hash", "model", "attack", "norm", "eps")
 

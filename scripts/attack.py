@@ -7,9 +7,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, open_dict
 
 import bench.config  # noqa: F401  (registers the repo_root resolver)
 from bench.errors import BenchError
@@ -18,8 +21,13 @@ from bench.experiment import run_experiment
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode == RunMode.MULTIRUN and cfg.logger.get("wandb") is not None and not cfg.logger.wandb.get("group"):
+        # runs of one sweep share a W&B group named after the sweep folder
+        with open_dict(cfg):
+            cfg.logger.wandb.group = "sweep-" + "-".join(Path(hydra_cfg.sweep.dir).parts[-2:])
     try:
-        run_experiment(cfg, HydraConfig.get().runtime.output_dir)
+        run_experiment(cfg, hydra_cfg.runtime.output_dir)
     except BenchError as exc:
         raise SystemExit(f"error: {exc}") from None
 

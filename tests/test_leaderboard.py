@@ -42,9 +42,9 @@ def test_eight_processes_appending_lose_nothing(tmp_path):
 def test_wrong_schema_names_column_and_line_and_leaves_file(tmp_path):
     path = tmp_path / "t.csv"
     upsert_rows(path, [row()])
-    text = path.read_text().replace("robust_acc", "robust_accuracy", 1)
+    text = path.read_text().replace("robust_acc,", "robust_accuracy,", 1)
     path.write_text(text)
-    with pytest.raises(LeaderboardSchemaError, match=r"line 1, column 13 is 'robust_accuracy'.*'robust_acc'"):
+    with pytest.raises(LeaderboardSchemaError, match=r"line 1, column 16 is 'robust_accuracy'.*'robust_acc'"):
         upsert_rows(path, [row(config_hash="new")])
     assert path.read_text() == text
 
