@@ -1,6 +1,7 @@
 """Render the leaderboard CSVs into results/README.md, results/leaderboard.html and results/figures/.
 
-    python scripts/leaderboard.py [--leaderboard-dir results/leaderboard] [--records-root outputs/records] [--out results]
+    python scripts/leaderboard.py [--leaderboard-dir results/leaderboard]
+                                  [--records-root outputs/records] [--out results]
 
 Only the block between <!-- leaderboard:start --> and <!-- leaderboard:end --> of
 README.md is replaced; the rest is hand-written and kept. The outputs depend on

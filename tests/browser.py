@@ -43,6 +43,10 @@ def find_chromium() -> tuple[str, str] | None:
     return chromium, driver
 
 
+class ElementRef(str):
+    """Marks a string as an element id when passed to :meth:`Browser.execute`."""
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -123,7 +127,8 @@ class Browser:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._proc is not None and self._proc.poll() is not None:
-                raise WebDriverError(f"chromedriver exited with {self._proc.returncode}; see {self.workdir}/chromedriver.log")
+                log = self.workdir / "chromedriver.log"
+                raise WebDriverError(f"chromedriver exited with {self._proc.returncode}; see {log}")
             try:
                 if self._request("GET", "/status", timeout=2).get("ready"):
                     return
@@ -147,7 +152,8 @@ class Browser:
                 value = json.loads(err.read()).get("value", {})
             except ValueError:
                 value = {}
-            raise WebDriverError(f"{method} {path}: {value.get('error', err.code)}: {value.get('message', '')}") from None
+            error, message = value.get("error", err.code), value.get("message", "")
+            raise WebDriverError(f"{method} {path}: {error}: {message}") from None
         return payload.get("value")
 
     def _cmd(self, method: str, path: str, body: dict | None = None) -> Any:
@@ -187,7 +193,3 @@ class Browser:
         path = Path(path)
         path.write_bytes(base64.b64decode(self._cmd("GET", "/screenshot")))
         return path
-
-
-class ElementRef(str):
-    """Marks a string as an element id when passed to :meth:`Browser.execute`."""
