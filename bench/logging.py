@@ -142,7 +142,7 @@ def _leveldb_records(data: bytes):
 
 
 def read_offline_run(run_dir: str | Path) -> dict[str, Any]:
-    """Read an offline run back from its ``run-*.wandb`` file: config, history steps and summary.
+    """Read an offline run back from its ``run-*.wandb`` file: run facts, config, history steps and summary.
 
     For checking what was logged without a W&B server (tests, audits).
     """
@@ -154,6 +154,7 @@ def read_offline_run(run_dir: str | Path) -> dict[str, Any]:
     config: dict[str, Any] = {}
     history: list[dict[str, Any]] = []
     summary: dict[str, Any] = {}
+    run: dict[str, Any] = {}
 
     def key_of(item) -> str:
         return "/".join(item.nested_key) if item.nested_key else item.key
@@ -162,6 +163,9 @@ def read_offline_run(run_dir: str | Path) -> dict[str, Any]:
         record = wandb_internal_pb2.Record()
         record.ParseFromString(payload)
         kind = record.WhichOneof("record_type")
+        if kind == "run":
+            run = {"id": record.run.run_id, "group": record.run.run_group, "project": record.run.project,
+                   "name": record.run.display_name}
         if kind in ("config", "run"):
             updates = record.config.update if kind == "config" else record.run.config.update
             for item in updates:
@@ -171,4 +175,4 @@ def read_offline_run(run_dir: str | Path) -> dict[str, Any]:
         elif kind == "summary":
             for item in record.summary.update:
                 summary[key_of(item)] = json.loads(item.value_json)
-    return {"config": config, "history": history, "summary": summary}
+    return {"run": run, "config": config, "history": history, "summary": summary}

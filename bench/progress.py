@@ -33,3 +33,47 @@ def progress(iterable: Iterable[T], desc: str = "", unit: str = "it", total: int
     if not sys.stderr.isatty():
         return _Quiet(iterable)
     return tqdm(iterable, desc=desc, unit=unit, total=total, dynamic_ncols=True, leave=False)
+
+
+def count_sweep_jobs(task_overrides: list[str]) -> int:
+    """How many jobs a Hydra multirun of these overrides launches (the product of the sweep sizes)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    total = 1
+    for override in OverridesParser.create().parse_overrides(task_overrides):
+        if override.is_sweep_override():
+            total *= len(list(override.sweep_string_iterator()))
+    return total
+
+
+try:
+    from hydra.experimental.callback import Callback
+except ImportError:  # pragma: no cover - Hydra < 1.1
+    Callback = object  # type: ignore[assignment,misc]
+
+
+class SweepProgress(Callback):  # type: ignore[misc]
+    """Hydra callback: a bar over the jobs of a local multirun (rate and ETA), a line per job when piped."""
+
+    def __init__(self) -> None:
+        self.bar = None
+        self.total = 0
+        self.done = 0
+
+    def on_multirun_start(self, config, **kwargs) -> None:
+        self.total = count_sweep_jobs(list(config.hydra.overrides.task))
+        if sys.stderr.isatty():
+            self.bar = tqdm(total=self.total, desc="sweep", unit="job", dynamic_ncols=True, position=1)
+
+    def on_job_end(self, config, job_return, **kwargs) -> None:
+        if not self.total:  # a single run, or jobs running elsewhere (SLURM)
+            return
+        self.done += 1
+        if self.bar is not None:
+            self.bar.update(1)
+        else:
+            print(f"sweep: job {self.done}/{self.total} finished", flush=True)
+
+    def on_multirun_end(self, config, **kwargs) -> None:
+        if self.bar is not None:
+            self.bar.close()

@@ -31,8 +31,11 @@ def test_quickstart_end_to_end(real_root, tmp_path):
     proc = run_script("attack.py", "experiment=quickstart", *TINY, tmp=tmp_path, root=real_root)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "robust_acc" in proc.stdout and "battery:quick" in proc.stdout
-    summaries = list((tmp_path / "out").rglob("summary.json"))
+    summaries = list((tmp_path / "out" / "runs").rglob("summary.json"))
     assert len(summaries) == 1
+    # per-sample records are the source of truth, and the summary is derived from them
+    (records,) = list((tmp_path / "out" / "records").rglob("meta.json"))
+    assert (records.parent / "summary.json").read_text() == summaries[0].read_text()
     rows = json.loads(summaries[0].read_text())
     assert {r["attack"] for r in rows} == {"fgsm", "pgd_linf", "foolbox_linf_pgd", "battery:quick"}
     assert all(SUMMARY_KEYS <= set(r) and r["n"] == 16 for r in rows)
@@ -55,6 +58,7 @@ def test_quickstart_end_to_end(real_root, tmp_path):
     # a second run reuses the trained model and replaces (not duplicates) its leaderboard rows
     again = run_script("attack.py", "experiment=quickstart", *TINY, tmp=tmp_path, root=real_root)
     assert again.returncode == 0 and "reusing trained model" in again.stdout
+    assert "resuming: 1 of 1 batches already in" in again.stdout  # nothing is attacked twice
     with open(tmp_path / "results" / "leaderboard" / "breastmnist_28_linf.csv") as fh:
         assert len(list(csv.DictReader(fh))) == len(rows)
 
@@ -76,6 +80,7 @@ def test_multirun_over_two_attacks(real_root, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     summaries = sorted((tmp_path / "out" / "multirun").rglob("summary.json"))
     assert len(summaries) == 2
+    assert "sweep: job 1/2 finished" in proc.stdout and "sweep: job 2/2 finished" in proc.stdout  # progress, piped
     assert {json.loads(s.read_text())[0]["attack"] for s in summaries} == {"fgsm", "pgd_linf"}
 
 
