@@ -138,6 +138,11 @@ class Prepared:
     mode: str
     battery_name: str | None
 
+    @property
+    def model_id(self) -> str:
+        """How the leaderboard names the model: its card name and training seed (seeds are different models)."""
+        return f"{self.card.name}_seed{self.card.seed}"
+
 
 def prepare(cfg: DictConfig) -> Prepared:
     """Build attacks, load data, train-or-load the model: every refusal happens here, before any attack."""
@@ -183,7 +188,7 @@ def open_records(cfg: DictConfig, prep: Prepared):
     }
     folder = cfg.records.get("dir")
     if not folder:
-        folder = Path(str(cfg.paths.records_root)) / prep.info.track / prep.card.name / f"{config_hash(cfg)}-{prep.card.sha256[:8]}"
+        folder = Path(str(cfg.paths.records_root)) / prep.info.track / prep.model_id / f"{config_hash(cfg)}-{prep.card.sha256[:8]}"
     return RecordSet.open(folder, fingerprint)
 
 
@@ -208,7 +213,7 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path) -> list[dict]:
           f"records {records.root}" + (f"  shard {shard + 1}/{num_shards}" if num_shards > 1 else ""), flush=True)
 
     def save_examples(examples) -> None:
-        meta = {"dataset": prep.info.flag, "size": prep.info.size, "model": prep.card.name,
+        meta = {"dataset": prep.info.flag, "size": prep.info.size, "model": prep.model_id,
                 "attack": f"battery:{prep.battery_name}" if prep.battery_name else prep.plan[0].attack_id,
                 "norm": examples.norm}
         records.write_extra("examples.npz", lambda tmp: examples.save(tmp, meta))
@@ -240,7 +245,7 @@ def finalize(cfg: DictConfig, prep: Prepared, records, output_dir: str | Path) -
     rows = summary_rows(frame, prep.plan, prep.mode, prep.battery_name if len(prep.plan) > 1 else None,
                         info.task_type, info.flag, int(cfg.seed))
     common = {
-        "dataset": info.flag, "size": info.size, "model": card.name, "defense": "none", "arch": card.arch,
+        "dataset": info.flag, "size": info.size, "model": prep.model_id, "defense": "none", "arch": card.arch,
         "recipe": card.recipe, "seed": int(cfg.seed), "tag": str(cfg.get("tag", "")), "config_hash": config_hash(cfg),
         "weights_sha256": card.sha256, "git_commit": _git_commit(), "versions": _versions(),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -262,7 +267,7 @@ def finalize(cfg: DictConfig, prep: Prepared, records, output_dir: str | Path) -
         tmp.replace(target)
     for norm in sorted({r["norm"] for r in rows}):
         upsert_rows(track_path(cfg.paths.leaderboard_dir, info.flag, info.size, norm), [r for r in rows if r["norm"] == norm])
-    sink = make_sink(to_dict(cfg.logger), to_dict(cfg), name=f"{info.track}-{card.name}-{common['config_hash']}")
+    sink = make_sink(to_dict(cfg.logger), to_dict(cfg), name=f"{info.track}-{prep.model_id}-{common['config_hash']}")
     try:
         sink.log_results(rows, frame, records.root / "examples.npz")
     finally:
