@@ -18,7 +18,7 @@ still produce the numbers of one uninterrupted run.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -100,21 +100,34 @@ class Examples:
 
 
 def _attack_rows(model, planned: PlannedAttack, x, y, task, masks: dict[float, torch.Tensor]):
-    """Run ``planned`` on the masked rows of a batch; yields (eps, local row indices, AttackOutput)."""
+    """Run ``planned`` on the masked rows of a batch; yields (eps, local row indices, AttackOutput, criterion).
+
+    A one-pass attack runs once on the union of the masks, but each epsilon
+    reports only its own masked rows: in a sequential battery a sample already
+    broken at that epsilon is not attacked there.
+    """
     if planned.one_pass:
         union = torch.stack([masks[e] for e in planned.epsilons]).any(0)
         idx = union.nonzero().view(-1)
         if len(idx) == 0:
             return
-        for out in planned.attack(model, x[idx], y[idx], planned.epsilons, task):
-            yield out.eps, idx, out
+        outputs = planned.attack(model, x[idx], y[idx], planned.epsilons, task)
+        criterion = planned.attack.last_criterion
+        for out in outputs:
+            keep = masks[out.eps][idx]
+            if not keep.any():
+                continue
+            yield out.eps, idx[keep], criterion.subset(keep.nonzero().view(-1)), replace(
+                out, x_adv=out.x_adv[keep], seconds=out.seconds * float(keep.sum()) / len(idx),
+                queries=None if out.queries is None else out.queries[keep.to(out.queries.device)],
+            )
         return
     for eps in planned.epsilons:
         idx = masks[eps].nonzero().view(-1)
         if len(idx) == 0:
             continue
         (out,) = planned.attack(model, x[idx], y[idx], [eps], task)
-        yield eps, idx, out
+        yield eps, idx, planned.attack.last_criterion, out
 
 
 def _as_list(t: torch.Tensor) -> list:
@@ -148,11 +161,11 @@ def attack_batch(
             masks[eps] = still_robust[key] if mode == "sequential" else cc
         per_eps = {eps: [dict(base[i], attack=p.attack_id, kind=p.attack.kind, stage=stage, norm=p.attack.norm,
                               eps=eps, eps_label=p.label(eps), attacked=False) for i in range(b)] for eps in p.epsilons}
-        for eps, idx, out in _attack_rows(model, p, x, y, task, masks):
+        for eps, idx, criterion, out in _attack_rows(model, p, x, y, task, masks):
             with torch.no_grad():
                 adv_logits = model(out.x_adv)
             adv_correct = task.correct(adv_logits, y[idx])
-            success = p.attack.last_criterion.is_adversarial(adv_logits)
+            success = criterion.is_adversarial(adv_logits)
             delta = (out.x_adv - x[idx]).float()
             linf, l2 = _as_list(flat_norm(delta, "linf")), _as_list(flat_norm(delta, "l2"))
             l0 = _as_list((delta.abs() > L0_TOLERANCE).flatten(1).sum(1))

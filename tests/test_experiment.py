@@ -117,14 +117,14 @@ def test_bad_input_fails_clearly_and_writes_nothing(real_root, tmp_path, overrid
     assert not list(tmp_path.rglob("summary.json"))
 
 
-def test_standard_battery_is_sequential_worst_case(real_root, tmp_path):
+def test_standard_battery_is_sequential_worst_case(real_root, trained_breast, tmp_path):
     """AutoAttack-style: each attack sees only still-robust samples, so robust accuracy never rises along the battery."""
-    budget = ["battery.attacks.apgd_ce.params.steps=5", "battery.attacks.apgd_margin.params.steps=5",
+    budget = ["battery.attacks.apgd_ce.params.steps=10", "battery.attacks.apgd_margin.params.steps=10",
               "battery.attacks.fmn_linf.params.steps=10", "battery.attacks.square_linf.params.max_queries=40",
               "battery.attacks.apgd_ce.epsilons=[2/255,8/255]", "battery.attacks.apgd_margin.epsilons=[2/255,8/255]",
               "battery.attacks.fmn_linf.epsilons=[2/255,8/255]", "battery.attacks.square_linf.epsilons=[2/255,8/255]"]
-    proc = run_script("attack.py", "battery=standard", "model=resnet18_native", "logger=none", "train.epochs=3",
-                      "dataset.n_examples=24", *budget, tmp=tmp_path, root=real_root)
+    proc = run_script("attack.py", "battery=standard", f"checkpoint={trained_breast[2]}", "logger=none",
+                      "dataset.n_examples=48", *budget, tmp=tmp_path, root=real_root)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = json.loads(next((tmp_path / "out").rglob("summary.json")).read_text())
     order = ["apgd_ce", "apgd_margin", "fmn_linf", "square_linf"]
@@ -133,5 +133,16 @@ def test_standard_battery_is_sequential_worst_case(real_root, tmp_path):
         accs = [by_attack[a]["robust_acc"] for a in order]
         assert accs == sorted(accs, reverse=True)
         assert by_attack["battery:standard"]["robust_acc"] == accs[-1]
+        assert accs[-1] < by_attack["apgd_ce"]["clean_acc"]  # the battery breaks something at every epsilon
         assert by_attack["square_linf"]["kind"] == "score"
     assert all("flags" in r for r in rows)
+    # in the records, a sample broken at some epsilon is never attacked again there (one-pass FMN included)
+    from bench.records import RecordSet
+
+    (meta,) = list((tmp_path / "out" / "records").rglob("meta.json"))
+    frame = RecordSet.load(meta.parent).read()
+    for (index, eps), group in frame.groupby(["index", "eps"]):
+        broken = False
+        for r in group.sort_values("stage").itertuples():
+            assert not (broken and r.attacked), (index, eps, r.attack)
+            broken = broken or (r.attacked and not r.adv_correct)

@@ -31,6 +31,19 @@ def _append(args):
     upsert_rows(path, [row(config_hash=f"h{i}", robust_acc=i / 10)])
 
 
+def _append_shared_and_own(args):
+    path, i = args
+    upsert_rows(path, [row(config_hash="shared", robust_acc=0.5), row(config_hash=f"h{i}", robust_acc=i / 10)])
+
+
+def test_eight_processes_upserting_the_same_key_leave_one_row(tmp_path):
+    path = tmp_path / "t.csv"
+    with mp.get_context("spawn").Pool(8) as pool:
+        pool.map(_append_shared_and_own, [(path, i) for i in range(8)])
+    hashes = sorted(r["config_hash"] for r in read_rows(path))
+    assert hashes == sorted(["shared"] + [f"h{i}" for i in range(8)])
+
+
 def test_eight_processes_appending_lose_nothing(tmp_path):
     path = tmp_path / "t.csv"
     with mp.get_context("spawn").Pool(8) as pool:
@@ -58,3 +71,21 @@ def test_short_data_line_is_named(tmp_path):
     with pytest.raises(LeaderboardSchemaError, match="line 3 has 3 fields"):
         upsert_rows(path, [row(config_hash="new")])
     assert path.read_text() == before
+
+
+def test_a_full_disk_mid_write_leaves_the_previous_csv(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    path = tmp_path / "t.csv"
+    upsert_rows(path, [row()])
+    before = path.read_bytes()
+
+    def disk_full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        upsert_rows(path, [row(config_hash="new")])
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")) == ["t.csv"]

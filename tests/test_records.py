@@ -89,7 +89,8 @@ def test_shards_in_separate_folders_merge_into_the_uninterrupted_result(trained_
         assert "shard done" in proc.stdout  # no shard alone holds every batch
     assert not (tmp_path / "leaderboard").exists()
     merged = tmp_path / "merged"
-    merge(folders, merged)
+    proc = run([sys.executable, str(REPO / "scripts" / "merge_records.py"), *map(str, folders), "--into", str(merged)], real_root)
+    assert proc.returncode == 0 and "8 batches" in proc.stdout, proc.stderr
     final = run(command(trained_breast[2], tmp_path, f"records.dir={merged}"), real_root)
     assert final.returncode == 0, final.stderr[-3000:]
     assert "0 batch(es) attacked" in final.stdout

@@ -1,0 +1,134 @@
+"""The leaderboard as one self-contained, sortable and filterable HTML page (inline CSS and JS, no network)."""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Iterable, Sequence
+
+from bench.report.page_assets import CSS, JS
+from bench.report.tracks import (
+    FLAG_HELP, REGENERATE, UNKNOWN_FLAG_HELP, Row, Track, eps_key, eps_text, flag_list, fmt, fmt_ci, is_battery, num,
+    primary_rows,
+)
+
+# (column, header, numeric?) of the page's table.
+HTML_COLUMNS = (
+    ("dataset", "dataset", False), ("size", "size", True), ("norm", "norm", False), ("eps", "eps", True),
+    ("model", "model", False), ("defense", "defense", False), ("attack", "attack", False), ("kind", "kind", False),
+    ("n", "n", True), ("clean_acc", "clean acc", True), ("robust_acc", "robust acc [95% CI]", True),
+    ("flags", "flags", False), ("asr", "ASR [95% CI]", True), ("clean_auc", "clean AUC", True),
+    ("adv_auc", "adv AUC", True), ("date", "date", False), ("git_commit", "commit", False),
+    ("config_hash", "config", False),
+)
+
+
+def _e(text: object) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _flag_badges(flags: Iterable[str]) -> str:
+    badges = []
+    for f in flags:
+        cls = f if f in FLAG_HELP else "unknown"
+        css = re.sub(r"[^A-Za-z0-9_-]", "_", cls)
+        title = _e(f"{f}: {FLAG_HELP.get(f, UNKNOWN_FLAG_HELP)}")
+        badges.append(f'<span class="flag flag-{css}" title="{title}">{_e(f)}</span>')
+    return "".join(badges)
+
+
+def _html_cell(col: str, numeric: bool, r: Row) -> str:
+    """One ``<td>``: what is shown, and a ``data-sort`` key the page's script sorts on."""
+    sort, title = r.get(col, ""), ""
+    if col == "eps":
+        sort, shown = eps_key(r), eps_text(r)
+    elif col in ("robust_acc", "asr"):
+        shown = fmt_ci(r[col], r[f"{col}_lo"], r[f"{col}_hi"])
+    elif col in ("clean_acc", "clean_auc", "adv_auc"):
+        shown = fmt(r[col])
+    elif col == "flags":
+        return f'<td data-col="flags" data-sort="{_e(r["flags"])}">{_flag_badges(flag_list(r["flags"]))}</td>'
+    elif col == "git_commit":
+        shown, title = r[col][:10], r[col]
+    elif col == "model":
+        shown = r[col]
+        title = f"arch={r['arch']} recipe={r['recipe']} seed={r['seed']} weights_sha256={r['weights_sha256'][:16]}"
+    else:
+        shown = r.get(col, "")
+    if numeric and num(sort) is None:
+        sort = ""
+    attrs = f' data-col="{col}" data-sort="{_e(sort)}"' + (' class="num"' if numeric else "")
+    attrs += f' title="{_e(title)}"' if title else ""
+    return f"<td{attrs}>{_e(shown)}</td>"
+
+
+def _html_order(r: Row) -> tuple:
+    return (r["dataset"], num(r["size"]) or 0.0, r["norm"], r["model"], r["defense"], r["config_hash"],
+            not is_battery(r), r["attack"], num(r["eps"]) or 0.0)
+
+
+def render_html(tracks: Sequence[Track], source: str = "results/leaderboard") -> str:
+    """The whole leaderboard as one self-contained page (inline CSS and JS, no network)."""
+    rows: list[tuple[Row, bool]] = []
+    for t in tracks:
+        primary = {id(r) for r in primary_rows(t.rows)}
+        rows += [(r, id(r) in primary) for r in t.rows]
+    rows.sort(key=lambda rp: _html_order(rp[0]))
+    datasets = sorted({r["dataset"] for r, _ in rows})
+    threats: dict[str, dict[str, str]] = {}
+    for r, _ in rows:
+        threats.setdefault(r["norm"], {})[f"{r['norm']}|{eps_key(r)}"] = eps_text(r)
+    threat_options = []
+    for norm in sorted(threats):
+        threat_options.append(f'<option value="{_e(norm)}">{_e(norm)} (every eps)</option>')
+        for value, label in sorted(threats[norm].items(), key=lambda kv: (num(kv[0].split("|", 1)[1]) or 0.0, kv[0])):
+            threat_options.append(f'<option value="{_e(value)}">{_e(norm)} eps={_e(label)}</option>')
+
+    head = "".join(
+        f'<th data-col="{c}" data-type="{"num" if n else "text"}" tabindex="0" scope="col">'
+        f'{_e(h)}<span class="ind"></span></th>'
+        for c, h, n in HTML_COLUMNS
+    )
+    body = []
+    for r, primary in rows:
+        flagged = " flagged" if flag_list(r["flags"]) else ""
+        cells = "".join(_html_cell(c, n, r) for c, _, n in HTML_COLUMNS)
+        body.append(
+            f'<tr class="row{flagged}" data-dataset="{_e(r["dataset"])}" data-norm="{_e(r["norm"])}" '
+            f'data-threat="{_e(r["norm"] + "|" + eps_key(r))}" data-kind="{_e(r["kind"])}" '
+            f'data-primary="{int(primary)}">{cells}</tr>'
+        )
+    dataset_options = "".join(f'<option value="{_e(d)}">{_e(d)}</option>' for d in datasets)
+    legend = "".join(f"<li>{_flag_badges([f])} {_e(text)}</li>" for f, text in FLAG_HELP.items())
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>medbench leaderboard</title>
+<style>{CSS}</style>
+</head>
+<body>
+<h1>medbench leaderboard</h1>
+<p class="note">Generated by <code>{_e(REGENERATE)}</code> from <code>{_e(source)}/*.csv</code>; rows come from
+<code>python scripts/attack.py ...</code> runs (a row's config hash identifies its run). Click a header to sort
+(again to reverse). Battery rows are the per-sample worst case over a battery of attacks; tracks without one
+show all rows.</p>
+<div class="controls">
+<label>dataset <select id="filter-dataset"><option value="">all</option>{dataset_options}</select></label>
+<label>threat model <select id="filter-threat"><option value="">all</option>{"".join(threat_options)}</select></label>
+<label title="tracks without battery rows show all their rows">
+<input type="checkbox" id="filter-battery" checked> battery rows only</label>
+<span id="row-count" class="note"></span>
+</div>
+<table id="leaderboard">
+<thead><tr>{head}</tr></thead>
+<tbody>
+{chr(10).join(body)}
+</tbody>
+</table>
+<details class="note"><summary>flags</summary><ul>{legend}</ul></details>
+<script>{JS}</script>
+</body>
+</html>
+"""
