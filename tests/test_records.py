@@ -16,9 +16,9 @@ import pytest
 from bench.records import RecordMismatchError, RecordSet, batch_ranges, merge, shard_ranges
 from tests.conftest import REPO
 
-# 64 samples in 8 batches; enough PGD steps that a batch takes a noticeable time on a CPU
-ATTACK = ("attack=pgd_linf", "attack.params.steps=150", "attack.epsilons=[1/255,4/255]",
-          "dataset.n_examples=64", "eval.batch_size=8", "logger=none")
+# 48 samples in 6 batches; the kill lands right after the second batch file appears
+ATTACK = ("attack=pgd_linf", "attack.params.steps=30", "attack.epsilons=[1/255,4/255]",
+          "dataset.n_examples=48", "eval.batch_size=8", "logger=none")
 VOLATILE = {"seconds", "date", "git_commit"}
 
 
@@ -70,12 +70,12 @@ def test_killed_run_resumes_from_its_last_batch_with_the_same_numbers(sig, train
     proc.send_signal(sig)
     proc.wait(timeout=60)
     done_before = len(list(tmp_path.rglob("batches/*.jsonl")))
-    assert 2 <= done_before < 8, "the kill must land mid-run for this test to mean anything"
+    assert 2 <= done_before < 6, "the kill must land mid-run for this test to mean anything"
     assert not list(tmp_path.rglob("summary.json")) and not (tmp_path / "leaderboard").exists()
 
     resumed = run(cmd, real_root)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert f"resuming: {done_before} of 8 batches" in resumed.stdout
+    assert f"resuming: {done_before} of 6 batches" in resumed.stdout
     assert stable(summary(tmp_path)) == stable(summary(uninterrupted))
     assert record_lines(tmp_path / "records") == record_lines(uninterrupted / "records")
 
@@ -90,7 +90,7 @@ def test_shards_in_separate_folders_merge_into_the_uninterrupted_result(trained_
     assert not (tmp_path / "leaderboard").exists()
     merged = tmp_path / "merged"
     proc = run([sys.executable, str(REPO / "scripts" / "merge_records.py"), *map(str, folders), "--into", str(merged)], real_root)
-    assert proc.returncode == 0 and "8 batches" in proc.stdout, proc.stderr
+    assert proc.returncode == 0 and "6 batches" in proc.stdout, proc.stderr
     final = run(command(trained_breast[2], tmp_path, f"records.dir={merged}"), real_root)
     assert final.returncode == 0, final.stderr[-3000:]
     assert "0 batch(es) attacked" in final.stdout
@@ -103,10 +103,10 @@ def test_shards_in_separate_folders_merge_into_the_uninterrupted_result(trained_
 def test_records_of_another_configuration_are_refused(trained_breast, real_root, uninterrupted, tmp_path):
     (folder,) = [p.parent for p in (uninterrupted / "records").rglob("meta.json")]
     before = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
-    proc = run(command(trained_breast[2], tmp_path, "attack.params.steps=151", f"records.dir={folder}"), real_root)
+    proc = run(command(trained_breast[2], tmp_path, "attack.params.steps=31", f"records.dir={folder}"), real_root)
     assert proc.returncode != 0
     message = proc.stderr + proc.stdout
-    assert "different configuration" in message and "steps: records have 150, this run has 151" in message
+    assert "different configuration" in message and "steps: records have 30, this run has 31" in message
     assert {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()} == before
 
 
