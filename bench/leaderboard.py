@@ -12,12 +12,12 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from filelock import FileLock
 
+from bench.atomic import atomic_write
 from bench.errors import BenchError
 
 COLUMNS = (
@@ -106,14 +106,5 @@ def upsert_rows(path: str | Path, new_rows: Iterable[Mapping[str, object]]) -> P
         writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
         writer.writeheader()
         writer.writerows(kept + new)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        try:
-            with open(tmp, "w", newline="") as fh:
-                fh.write(buffer.getvalue())
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+        atomic_write(path, buffer.getvalue())
     return path

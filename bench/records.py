@@ -29,6 +29,7 @@ from typing import Any
 import pandas as pd
 from filelock import FileLock
 
+from bench.atomic import atomic_write
 from bench.errors import BenchError
 
 FORMAT_VERSION = 1
@@ -84,19 +85,6 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def _differences(expected: Mapping[str, Any], found: Mapping[str, Any], prefix: str = "") -> list[str]:
     """Readable 'key: found -> expected' lines for nested dicts."""
     out = []
@@ -136,7 +124,7 @@ class RecordSet:
                         "or delete that folder to start over."
                     )
             else:
-                _atomic_write(meta_path, json.dumps(
+                atomic_write(meta_path, json.dumps(
                     {"format": FORMAT_VERSION, "fingerprint": records.fingerprint}, indent=2, sort_keys=True) + "\n")
         return records
 
@@ -171,7 +159,7 @@ class RecordSet:
         lines = [json.dumps({k: r.get(k) if k == "eps" else _clean(r.get(k)) for k in RECORD_FIELDS}, separators=(",", ":"))
                  for r in records]
         path = self.batch_path(start, stop)
-        _atomic_write(path, "\n".join(lines) + "\n")
+        atomic_write(path, "\n".join(lines) + "\n")
         return path
 
     def read(self) -> pd.DataFrame:

@@ -10,7 +10,7 @@ atomically, so a malformed CSV leaves the previous results untouched.
 One module per job: :mod:`~bench.report.tracks` loads, formats and ranks the CSV rows,
 :mod:`~bench.report.markdown` renders the README block, :mod:`~bench.report.page` the HTML page
 (its CSS and JS in :mod:`~bench.report.page_assets`), :mod:`~bench.report.figures` the PNGs, and
-:mod:`~bench.report.atomic` writes files. Matplotlib is imported only inside the plotting
+:mod:`bench.atomic` writes files. Matplotlib is imported only inside the plotting
 functions: :func:`example_grid` is plain numpy because the W&B logger calls it too.
 """
 
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.report.atomic import atomic_write
+from bench.atomic import atomic_write
 from bench.report.figures import (
     DELTA_CAPTION, MIN_PANEL_PIXELS, example_grid, examples_figure_name, load_examples, plot_robust_vs_eps,
     render_example_grid, save_example_grid,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.report.atomic import atomic_write
+from bench.atomic import atomic_write
 from bench.report.tracks import Track, is_battery, num, ranking_rows
 
 # Per-sample "magnified perturbation" panels: max |delta| of each panel maps to full range, grey = 0.
