@@ -137,6 +137,7 @@ def _as_list(t: torch.Tensor) -> list:
 def attack_batch(
     model: nn.Module, plan: Sequence[PlannedAttack], x: torch.Tensor, y: torch.Tensor, rows: torch.Tensor,
     sample_ids: torch.Tensor, task: Task, mode: str, seed: int, examples: Examples | None = None,
+    on_stage: Callable[[str], None] | None = None,
 ) -> list[dict]:
     """Attack one batch with the whole plan; one record per (sample, attack, epsilon)."""
     with torch.no_grad():
@@ -154,6 +155,8 @@ def attack_batch(
     still_robust: dict[tuple[str, float], torch.Tensor] = {}
     records: list[dict] = []
     for stage, p in enumerate(plan):
+        if on_stage is not None:
+            on_stage(p.attack_id)
         masks = {}
         for eps in p.epsilons:
             key = (p.attack.norm, eps)
@@ -209,8 +212,8 @@ def evaluate(
     if skipped:
         print(f"  resuming: {skipped} of {len(batches)} batches already in {records.root}", flush=True)
     model.eval()
-    bar = progress(todo, desc=f"attacks on {split.info.track}", unit="batch")
-    for start, stop in bar:
+    bar = progress(None, desc=f"attacks on {split.info.track}", unit="img", total=sum(b - a for a, b in todo))
+    for start, stop in todo:
         rows = torch.arange(start, stop)
         x, y = split.images[rows].to(device), split.labels[rows].to(device)
         examples = None
@@ -222,10 +225,13 @@ def evaluate(
             epsilons = sorted({e for p in plan if p.attack.norm == norm for e in p.epsilons})
             eps_labels = [next(p.label(e) for p in plan if e in p.epsilons) for e in epsilons]
             examples = Examples(x[:k].float().cpu().numpy(), np.asarray(_as_list(y[:k])), np.asarray(pred), norm, epsilons, eps_labels)
-        batch_records = attack_batch(model, plan, x, y, rows, split.indices[rows], task, mode, seed, examples)
+        batch_records = attack_batch(model, plan, x, y, rows, split.indices[rows], task, mode, seed, examples,
+                                     on_stage=lambda name: bar.set_postfix_str(name))
         if examples is not None:
             on_examples(examples)
         records.write_batch(start, stop, batch_records)
+        bar.update(stop - start)
+    bar.close()
     return len(todo)
 
 

@@ -12,13 +12,19 @@ T = TypeVar("T")
 
 
 class _Quiet:
-    """Iterates like tqdm, prints ``write`` lines as plain lines, draws nothing."""
+    """Iterates and counts like tqdm, prints ``write`` lines as plain lines, draws nothing."""
 
-    def __init__(self, iterable: Iterable[T]):
-        self._iterable = iterable
+    def __init__(self, iterable: Iterable[T] | None):
+        self._iterable = iterable if iterable is not None else ()
 
     def __iter__(self):
         return iter(self._iterable)
+
+    def update(self, _: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
     @staticmethod
     def write(line: str) -> None:
@@ -28,8 +34,11 @@ class _Quiet:
         pass
 
 
-def progress(iterable: Iterable[T], desc: str = "", unit: str = "it", total: int | None = None):
-    """A tqdm bar on a TTY; otherwise an iterator whose ``write`` still prints progress lines."""
+def progress(iterable: Iterable[T] | None, desc: str = "", unit: str = "it", total: int | None = None):
+    """A tqdm bar on a TTY; otherwise an iterator whose ``write`` still prints progress lines.
+
+    With ``iterable=None`` the bar is advanced by hand (``update(k)``), e.g. in images rather than batches.
+    """
     if not sys.stderr.isatty():
         return _Quiet(iterable)
     return tqdm(iterable, desc=desc, unit=unit, total=total, dynamic_ncols=True, leave=False)
