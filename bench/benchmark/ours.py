@@ -1,0 +1,112 @@
+"""medbench's own attacks as a ``Library`` entry, and the ways it can run a several-epsilon evaluation.
+
+The batteries are a registry so a faster engine can be added beside the
+current ones and compared in the same run (``--ours-battery``):
+
+- ``nested``: epsilons in increasing order; each sample is attacked at an
+  epsilon only while it is still robust at every smaller one (a sample broken
+  at 1/255 is broken at 2/255: the same example is inside the larger ball).
+  Our PGD keeps the first fooling iterate of each sample. The default.
+- ``engine``: ``bench.evaluate.attack_batch`` with a one-attack sequential
+  battery, exactly as ``scripts/attack.py`` runs it (per-sample records,
+  norms, scores): every clean-correct sample is attacked at every epsilon.
+- ``loop``: the way a library user does it: every sample, every epsilon.
+
+Each returns a boolean (n_eps, N) matrix: robust at that epsilon (a clean error
+is never robust). The clean pass and the passes that score the adversarial
+examples are part of the evaluation and are timed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from bench.attacks import build_attack
+from bench.benchmark.peers import Library, PgdSettings, Problem, SquareResult, SquareSettings
+
+
+def pgd_attack(s: PgdSettings):
+    """Our PGD with a fixed number of steps (it has no early stop: every sample gets every step)."""
+    return build_attack("pgd", "linf", s.seed, {"steps": s.steps, "rel_stepsize": s.rel_stepsize, "random_start": s.random_start})
+
+
+def _ours_pgd(_bench, problem: Problem, s: PgdSettings) -> torch.Tensor:
+    attack = pgd_attack(s)
+    return torch.cat([attack(problem.model, xb, yb, [s.eps], problem.task)[0].x_adv for xb, yb in problem.batches()])
+
+
+def _ours_square(_bench, problem: Problem, s: SquareSettings) -> SquareResult:
+    attack = build_attack("square", "linf", s.seed, {"max_queries": s.max_queries, "p_init": s.p_init, "loss": "margin"})
+    outs = [attack(problem.model, xb, yb, [s.eps], problem.task)[0] for xb, yb in problem.batches()]
+    return SquareResult(torch.cat([o.x_adv for o in outs]), torch.cat([o.queries.cpu() for o in outs]))
+
+
+OURS = Library("ours", "bench", _ours_pgd, square=_ours_square)
+
+BatteryFn = Callable[[Problem, PgdSettings, list[float]], torch.Tensor]
+BATTERIES: dict[str, BatteryFn] = {}
+
+
+def register_battery(name: str) -> Callable[[BatteryFn], BatteryFn]:
+    def deco(fn: BatteryFn) -> BatteryFn:
+        BATTERIES[name] = fn
+        return fn
+
+    return deco
+
+
+def _correct(problem: Problem, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return problem.task.correct(problem.model(x), y)
+
+
+@register_battery("nested")
+def nested(problem: Problem, s: PgdSettings, epsilons: list[float]) -> torch.Tensor:
+    attack = pgd_attack(s)
+    order = sorted(range(len(epsilons)), key=lambda e: epsilons[e])
+    robust = torch.zeros(len(epsilons), len(problem.x), dtype=torch.bool)
+    start = 0
+    for xb, yb in problem.batches():
+        still = _correct(problem, xb, yb)
+        for e in order:
+            idx = still.nonzero().view(-1)
+            if len(idx):
+                (out,) = attack(problem.model, xb[idx], yb[idx], [epsilons[e]], problem.task)
+                still[idx] = _correct(problem, out.x_adv, yb[idx])
+            robust[e, start : start + len(xb)] = still.cpu()
+        start += len(xb)
+    return robust
+
+
+@register_battery("engine")
+def engine(problem: Problem, s: PgdSettings, epsilons: list[float]) -> torch.Tensor:
+    from bench.evaluate import PlannedAttack, attack_batch
+
+    plan = [PlannedAttack("pgd_linf", pgd_attack(s), list(epsilons))]
+    robust = torch.zeros(len(epsilons), len(problem.x), dtype=torch.bool)
+    start = 0
+    for xb, yb in problem.batches():
+        rows = torch.arange(start, start + len(xb))
+        for r in attack_batch(problem.model, plan, xb, yb, rows, rows, problem.task, "sequential", s.seed):
+            ok = r["clean_correct"] and (not r["attacked"] or r["adv_correct"])
+            robust[epsilons.index(r["eps"]), r["index"]] = ok
+        start += len(xb)
+    return robust
+
+
+@register_battery("loop")
+def loop(problem: Problem, s: PgdSettings, epsilons: list[float]) -> torch.Tensor:
+    return evaluate_many(problem, [_ours_pgd(None, problem, s.at(eps)) for eps in epsilons])
+
+
+def evaluate_many(problem: Problem, advs: list[torch.Tensor]) -> torch.Tensor:
+    """(n_eps, N) robust: correct when clean (one clean pass) and on the adversarial example of that epsilon."""
+    b = problem.batch_size
+    clean = torch.cat([_correct(problem, problem.x[i : i + b], problem.y[i : i + b]) for i in range(0, len(problem.x), b)])
+    rows = []
+    for adv in advs:
+        ok = torch.cat([_correct(problem, adv[i : i + b], problem.y[i : i + b]) for i in range(0, len(adv), b)])
+        rows.append((clean & ok).cpu())
+    return torch.stack(rows)

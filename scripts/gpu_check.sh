@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# The speed benchmark on one GPU, in one call, in under 8 minutes (the parts' hard limits add up to 460 s):
+# ResNet-50 at 224x224 (the 28x28 PneumoniaMNIST images upsampled inside the model: conf/model/resnet50_224.yaml),
+# batch 256, writing results/perf/cuda_resnet50_224_pneumoniamnist.csv and its section of results/perf/README.md.
+#
+#   bash scripts/gpu_check.sh            # PYTHON=/path/to/python to choose the interpreter
+#
+# If the zoo (models/) has no trained resnet50_224, part 1 trains one for 1 epoch first (seconds on a GPU):
+# the output and the README then say it is a quick training for timing. If that training fails, the model
+# has random weights, and the output says that instead. Peers missing from the environment give empty rows
+# with a note. Each part has a time budget (--max-minutes: later measures are skipped, and repeats cut, with a
+# note in the row) and a hard `timeout`; rows are written as they are measured, so a cut part keeps its rows.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export MEDMNIST_ROOT="${MEDMNIST_ROOT:-../shared/data/medmnist}"
+PY="${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}"
+started=$(date +%s)
+
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+"$PY" - <<'EOF' || { echo "gpu_check: no usable CUDA device; nothing measured"; exit 1; }
+import importlib, torch
+assert torch.cuda.is_available(), "torch.cuda.is_available() is False"
+print("torch", torch.__version__, "on", torch.cuda.get_device_name(0))
+for mod in ("torchattacks", "foolbox", "art", "adv_lib"):
+    try:
+        m = importlib.import_module(mod)
+        print(f"  {mod} {getattr(m, '__version__', '?')}")
+    except Exception as exc:
+        print(f"  {mod}: not importable ({type(exc).__name__}): its rows will be empty")
+EOF
+
+COMMON=(--device cuda --model resnet50_224 --if-missing train --train-epochs 1 --batch-size 256 --repeats 3)
+status=0
+part() {  # part NAME HARD_LIMIT_S ARGS...: run one part of the benchmark under a hard time limit
+  local name=$1 limit=$2; shift 2
+  echo "== gpu_check part: $name (hard limit ${limit}s, $(( $(date +%s) - started ))s elapsed)"
+  timeout --signal=TERM --kill-after=10 "$limit" "$PY" scripts/bench_speed.py "${COMMON[@]}" "$@"
+  local rc=$?
+  if [ $rc -ne 0 ]; then echo "gpu_check: part $name ended with status $rc (124: cut by its time limit)"; status=1; fi
+}
+
+# Budgets are guesses for an H100 (ResNet-50 input-gradient passes at roughly 1,500-2,000 images/s); where they
+# are short, repeats are cut or measures skipped, and the rows say so.
+# 1. model forms (eager, channels_last, BN folded, compiled, bf16), each with the numerics check (our PGD against
+#    it); timed on the full batches among 256 images. Compilation (not timed) takes most of it; so may training.
+part limits 150 --n-images 256 --max-minutes 1.8 --measures limit_forward limit_forward_backward
+# 2. our PGD and the peers' (10 steps), and the four-epsilon evaluation (each library's way against our battery).
+part pgd 130 --n-images 256 --max-minutes 1.6 --measures pgd_fixed pgd_4eps
+# 3. Square, 1,000 queries, on 128 images: ours, torchattacks, then ART (each of its iterations also predicts on
+#    every image, so it is the slowest and goes last).
+part square 100 --n-images 128 --max-minutes 1.0 --measures square \
+  --libraries ours torchattacks adversarial-robustness-toolbox
+# 4. time against images (156, 624, 2,496: the test split repeated) and steps (5, 10, 20 on 256 images), one repeat.
+part scale 80 --n-images 256 --repeats 1 --max-minutes 0.9 --measures scale_images scale_steps \
+  --scale-libraries ours torchattacks
+
+echo "gpu_check: done in $(( $(date +%s) - started ))s; results in results/perf/cuda_resnet50_224_pneumoniamnist.csv"
+ls -l results/perf/cuda_*.csv 2>/dev/null || true
+exit $status
