@@ -212,7 +212,8 @@ def evaluate(
     if skipped:
         print(f"  resuming: {skipped} of {len(batches)} batches already in {records.root}", flush=True)
     model.eval()
-    bar = progress(None, desc=f"attacks on {split.info.track}", unit="img", total=sum(b - a for a, b in todo))
+    bar = progress(None, desc=f"attacks on {split.info.track}", unit="img", total=sum(b - a for a, b in todo),
+                   leave=True)  # the finished bar stays, with the run's rate
     for start, stop in todo:
         rows = torch.arange(start, stop)
         x, y = split.images[rows].to(device), split.labels[rows].to(device)

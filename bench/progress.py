@@ -34,14 +34,15 @@ class _Quiet:
         pass
 
 
-def progress(iterable: Iterable[T] | None, desc: str = "", unit: str = "it", total: int | None = None):
+def progress(iterable: Iterable[T] | None, desc: str = "", unit: str = "it", total: int | None = None,
+             leave: bool = False):
     """A tqdm bar on a TTY; otherwise an iterator whose ``write`` still prints progress lines.
 
     With ``iterable=None`` the bar is advanced by hand (``update(k)``), e.g. in images rather than batches.
     """
     if not sys.stderr.isatty():
         return _Quiet(iterable)
-    return tqdm(iterable, desc=desc, unit=unit, total=total, dynamic_ncols=True, leave=False)
+    return tqdm(iterable, desc=desc, unit=unit, total=total, dynamic_ncols=True, leave=leave)
 
 
 def count_sweep_jobs(task_overrides: list[str]) -> int:
