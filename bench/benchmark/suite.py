@@ -148,6 +148,15 @@ class Suite:
                 raise
         return self._loaded[name]
 
+    def library_or_empty_row(self, name: str, row: "Row") -> object | None:
+        """The imported library; if it is missing, ``row`` is added empty with the note, and None returned."""
+        try:
+            return self.library(name)
+        except LibraryMissing as exc:
+            row.note = str(exc)
+            self.add(row)
+            return None
+
     def over_budget(self) -> bool:
         return self.deadline is not None and time.monotonic() > self.deadline
 
@@ -211,11 +220,9 @@ class Suite:
     def pgd_row(self, measure_name: str, lib_name: str, n: int, steps: int) -> Row:
         row = Row(measure_name, lib_name, n_images=n, n_eps=1, steps=steps)
         library = LIBRARIES[lib_name]
-        try:
-            module = self.library(lib_name)
-        except LibraryMissing as exc:
-            row.note = str(exc)
-            return self.add(row)
+        module = self.library_or_empty_row(lib_name, row)
+        if module is None:
+            return row
         settings = self.cfg.pgd(steps)
         problem = self.problem(n)
         result = self.timed(row, lambda p: library.pgd(module, p, settings), problem)
@@ -297,11 +304,8 @@ def pgd_4eps(suite: Suite) -> None:
     for lib_name in cfg.libraries:
         row = Row("pgd_4eps", lib_name, n_images=cfg.n_images, n_eps=len(epsilons), steps=cfg.steps)
         library = LIBRARIES[lib_name]
-        try:
-            module = suite.library(lib_name)
-        except LibraryMissing as exc:
-            row.note = str(exc)
-            suite.add(row)
+        module = suite.library_or_empty_row(lib_name, row)
+        if module is None:
             continue
         if lib_name == "ours":
             battery = BATTERIES[cfg.ours_battery]
@@ -331,11 +335,8 @@ def square(suite: Suite) -> None:
             suite.log(f"note: {lib_name} has no Square attack: no square row")
             continue
         row = Row("square", lib_name, n_images=cfg.n_images, n_eps=1)
-        try:
-            module = suite.library(lib_name)
-        except LibraryMissing as exc:
-            row.note = str(exc)
-            suite.add(row)
+        module = suite.library_or_empty_row(lib_name, row)
+        if module is None:
             continue
         problem = suite.problem(cfg.n_images)
         result = suite.timed(row, lambda p: library.square(module, p, settings), problem,
