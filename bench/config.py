@@ -38,7 +38,7 @@ def to_dict(cfg: DictConfig | dict) -> dict:
 # which machine-local path a checkpoint or the data came from (files are checked by hash instead),
 # and the training recipe (the attacked weights are identified by their sha256).
 NOT_RESULT_KEYS = ("paths", "logger", "hydra", "data", "records", "tag", "checkpoint", "train")
-NOT_RESULT_EVAL_KEYS = ("num_shards", "shard")
+NOT_RESULT_EVAL_KEYS = ("num_shards", "shard", "model_form")  # a form is numerics-checked against eager
 
 
 def result_config(cfg: DictConfig | dict) -> dict:

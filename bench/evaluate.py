@@ -26,9 +26,10 @@ import torch
 import torch.nn as nn
 
 from bench import metrics
-from bench.attacks import Attack, flat_norm
+from bench.attacks import Attack, AttackOutput, check_threat_model, flat_norm
 from bench.attacks.base import Attack as _Base
 from bench.data import Split
+from bench.model_forms import AUTO, attack_model
 from bench.progress import progress
 from bench.records import RecordSet
 from bench.tasks import Task
@@ -99,12 +100,44 @@ class Examples:
         )
 
 
-def _attack_rows(model, planned: PlannedAttack, x, y, task, masks: dict[float, torch.Tensor]):
+@dataclass
+class SmallerEpsSuccesses:
+    """Per batch row, an example that fooled the model at a smaller epsilon of the current attack.
+
+    Balls are nested: an example within eps1 of x is within every eps2 > eps1, so
+    a sample one attack broke at a smaller epsilon is broken at the larger ones
+    by the same example, with no further queries. ``attack_batch`` fills this
+    after each epsilon; ``_attack_rows`` reuses it (untargeted attacks only: a
+    targeted attack's goal can depend on which samples it is given).
+    """
+
+    x_adv: torch.Tensor
+    queries: torch.Tensor
+    fooled: torch.Tensor
+
+    @classmethod
+    def empty(cls, x: torch.Tensor) -> "SmallerEpsSuccesses":
+        return cls(x.clone(), torch.zeros(len(x), dtype=torch.float32), torch.zeros(len(x), dtype=torch.bool, device=x.device))
+
+    def add(self, idx: torch.Tensor, x_adv: torch.Tensor, queries: torch.Tensor | None, success: torch.Tensor) -> None:
+        new = idx[success & ~self.fooled[idx]]
+        if len(new) == 0:
+            return
+        pick = success & ~self.fooled[idx]
+        self.x_adv[new], self.fooled[new] = x_adv[pick], True
+        if queries is not None:
+            self.queries[new.cpu()] = queries[pick.to(queries.device)].float().cpu()
+
+
+def _attack_rows(model, planned: PlannedAttack, x, y, task, masks: dict[float, torch.Tensor],
+                 smaller: SmallerEpsSuccesses | None = None):
     """Run ``planned`` on the masked rows of a batch; yields (eps, local row indices, AttackOutput, criterion).
 
     A one-pass attack runs once on the union of the masks, but each epsilon
     reports only its own masked rows: in a sequential battery a sample already
-    broken at that epsilon is not attacked there.
+    broken at that epsilon is not attacked there. Other attacks run epsilon by
+    epsilon in increasing order; with ``smaller`` (filled by the caller between
+    epsilons), rows already fooled at a smaller epsilon reuse that example.
     """
     if planned.one_pass:
         union = torch.stack([masks[e] for e in planned.epsilons]).any(0)
@@ -122,12 +155,31 @@ def _attack_rows(model, planned: PlannedAttack, x, y, task, masks: dict[float, t
                 queries=None if out.queries is None else out.queries[keep.to(out.queries.device)],
             )
         return
-    for eps in planned.epsilons:
+    for eps in sorted(planned.epsilons):
         idx = masks[eps].nonzero().view(-1)
         if len(idx) == 0:
             continue
-        (out,) = planned.attack(model, x[idx], y[idx], [eps], task)
-        yield eps, idx, planned.attack.last_criterion, out
+        if smaller is None or planned.attack.targeted:
+            (out,) = planned.attack(model, x[idx], y[idx], [eps], task)
+            yield eps, idx, planned.attack.last_criterion, out
+            continue
+        reused = smaller.fooled[idx]
+        todo = idx[~reused]
+        x_adv = smaller.x_adv[idx].clone()
+        queries = smaller.queries[idx.cpu()].clone()
+        out = AttackOutput(eps, x_adv, 0.0, queries)
+        if len(todo):
+            (fresh,) = planned.attack(model, x[todo], y[todo], [eps], task)
+            x_adv[~reused] = fresh.x_adv
+            share = len(todo) / len(idx)
+            out = AttackOutput(eps, x_adv, fresh.seconds, None, fresh.forwards * share, fresh.backwards * share)
+            if fresh.queries is not None:
+                queries[(~reused).cpu()] = fresh.queries.float().cpu()
+                out.queries = queries
+        elif planned.attack.max_queries is None:
+            out.queries = None
+        check_threat_model(x[idx], out.x_adv, eps, planned.attack.norm, planned.attack.name)
+        yield eps, idx, planned.attack.criterion(model, x[idx], y[idx], task), out
 
 
 def _as_list(t: torch.Tensor) -> list:
@@ -164,7 +216,8 @@ def attack_batch(
             masks[eps] = still_robust[key] if mode == "sequential" else cc
         per_eps = {eps: [dict(base[i], attack=p.attack_id, kind=p.attack.kind, stage=stage, norm=p.attack.norm,
                               eps=eps, eps_label=p.label(eps), attacked=False) for i in range(b)] for eps in p.epsilons}
-        for eps, idx, criterion, out in _attack_rows(model, p, x, y, task, masks):
+        smaller = SmallerEpsSuccesses.empty(x)
+        for eps, idx, criterion, out in _attack_rows(model, p, x, y, task, masks, smaller):
             with torch.no_grad():
                 adv_logits = model(out.x_adv)
             adv_correct = task.correct(adv_logits, y[idx])
@@ -182,6 +235,7 @@ def attack_batch(
                     queries=None if queries is None else queries[j],
                     forwards=out.forwards, backwards=out.backwards, seconds=share,
                 )
+            smaller.add(idx, out.x_adv, out.queries, success)
             if mode == "sequential":
                 key = (p.attack.norm, eps)
                 broken = torch.zeros_like(cc)
@@ -198,11 +252,12 @@ def attack_batch(
 def evaluate(
     model: nn.Module, split: Split, plan: Sequence[PlannedAttack], batches: Sequence[tuple[int, int]],
     records: RecordSet, device: str, mode: str = "independent", seed: int = 0,
-    on_examples: Callable[[Examples], None] | None = None, n_examples: int = 8,
+    on_examples: Callable[[Examples], None] | None = None, n_examples: int = 8, model_form: str = AUTO,
 ) -> int:
     """Attack every batch of ``batches`` that ``records`` does not hold yet; returns how many were run.
 
     ``on_examples`` receives the example images of the split's first batch when that batch is run.
+    ``model_form`` is how attacks run the model (``bench.model_forms``: auto = the fastest checked form).
     """
     if mode not in BATTERY_MODES:
         raise ValueError(f"unknown battery mode {mode!r}; choices: {', '.join(BATTERY_MODES)}")
@@ -212,6 +267,11 @@ def evaluate(
     if skipped:
         print(f"  resuming: {skipped} of {len(batches)} batches already in {records.root}", flush=True)
     model.eval()
+    if todo:
+        form = attack_model(model, model_form, device, split.images[todo[0][0] : todo[0][1]][:64])
+        print(f"  model form: {form.form} (prepared and checked in {form.prepare_s:.1f}s, logit gap "
+              f"{form.gap:.2g} of the tolerance)" + (f"; {form.note}" if form.note else ""), flush=True)
+        model = form.module
     bar = progress(None, desc=f"attacks on {split.info.track}", unit="img", total=sum(b - a for a, b in todo),
                    leave=True)  # the finished bar stays, with the run's rate
     for start, stop in todo:

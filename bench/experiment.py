@@ -220,7 +220,8 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path) -> list[dict]:
 
     started = time.perf_counter()
     ran = evaluate(prep.model, prep.split, prep.plan, batches, records, prep.device, prep.mode, int(cfg.seed),
-                   save_examples, int(cfg.eval.get("n_examples", 8)))
+                   save_examples, int(cfg.eval.get("n_examples", 8)),
+                   str(cfg.eval.get("model_form", "auto")))
     print(f"  {ran} batch(es) attacked in {time.perf_counter() - started:.1f}s", flush=True)
     missing = records.missing_batches(n, batch_size)
     if missing:

@@ -26,7 +26,7 @@ import torch
 
 from bench.benchmark import MEASURES, SpeedConfig, run_suite, write_results
 from bench.benchmark.inputs import IF_MISSING, load_model, machine
-from bench.benchmark.limits import FORMS
+from bench.model_forms import AUTO, FORMS
 from bench.benchmark.ours import BATTERIES
 from bench.benchmark.suite import LIBRARIES
 from bench.config import REPO_ROOT
@@ -74,7 +74,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--scale-steps", type=int, nargs="+", default=list(d.scale_steps))
     p.add_argument("--scale-libraries", nargs="+", default=list(d.scale_libraries), metavar="LIB")
     p.add_argument("--ours-battery", choices=list(BATTERIES), default=d.ours_battery,
-                   help="how ours runs pgd_4eps (nested: only samples still robust at the smaller epsilons)")
+                   help="how ours runs pgd_4eps (engine: as scripts/attack.py, nested epsilons and early stop)")
+    p.add_argument("--ours-form", choices=[AUTO, *FORMS], default=d.ours_form,
+                   help="the model form our attacks run (auto: the device's fastest, numerics-checked)")
     p.add_argument("--numerics", action=argparse.BooleanOptionalAction, default=d.numerics,
                    help="robust accuracy of our PGD against each model form")
     p.add_argument("--warmup", action=argparse.BooleanOptionalAction, default=d.warmup)
@@ -93,7 +95,7 @@ def main(argv: list[str] | None = None) -> list:
         rel_stepsize=args.rel_stepsize, random_start=args.random_start, epsilons=tuple(args.epsilons),
         max_queries=args.max_queries, p_init=args.p_init, repeats=args.repeats, seed=args.seed,
         scale_sizes=tuple(args.scale_sizes), scale_steps=tuple(args.scale_steps),
-        scale_libraries=tuple(args.scale_libraries), ours_battery=args.ours_battery, numerics=args.numerics,
+        scale_libraries=tuple(args.scale_libraries), ours_battery=args.ours_battery, ours_form=args.ours_form, numerics=args.numerics,
         warmup=args.warmup, max_minutes=args.max_minutes,
     )
     split = load_split(args.dataset, args.split, args.size, args.root)
@@ -110,7 +112,7 @@ def main(argv: list[str] | None = None) -> list:
                 f"(repeated if needed), batch {cfg.batch}",
         "settings": f"PGD L-inf eps {cfg.eps:.6g}, {cfg.steps} steps, step {cfg.rel_stepsize:g} x eps, random start "
                     f"{cfg.random_start}; pgd_4eps epsilons {', '.join(f'{e:.6g}' for e in cfg.epsilons)} (ours: "
-                    f"{cfg.ours_battery} battery); Square {cfg.max_queries} queries, p_init {cfg.p_init:g}; "
+                    f"{cfg.ours_battery} battery, model form {cfg.ours_form}); Square {cfg.max_queries} queries, p_init {cfg.p_init:g}; "
                     f"median of {cfg.repeats} repeat(s); seed {cfg.seed}",
         "command": "python scripts/bench_speed.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),
     }

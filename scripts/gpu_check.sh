@@ -4,6 +4,8 @@
 # batch 256, writing results/perf/cuda_resnet50_224_pneumoniamnist.csv and its section of results/perf/README.md.
 #
 #   bash scripts/gpu_check.sh            # PYTHON=/path/to/python to choose the interpreter
+#   OUT_DIR=/some/dir bash scripts/gpu_check.sh      # write the CSV, JSON and README section there instead
+#   DEVICE=cpu SMOKE=1 bash scripts/gpu_check.sh     # a dry run of every part on a few images (checks the script)
 #
 # If the zoo (models/) has no trained resnet50_224, part 1 trains one for 1 epoch first (seconds on a GPU):
 # the output and the README then say it is a quick training for timing. If that training fails, the model
@@ -14,13 +16,21 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 export MEDMNIST_ROOT="${MEDMNIST_ROOT:-../shared/data/medmnist}"
 PY="${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}"
+DEVICE="${DEVICE:-cuda}"
+OUT_DIR="${OUT_DIR:-results/perf}"
 started=$(date +%s)
+# SMOKE=1 shrinks every part to a few images, queries and steps: it checks the script, it measures nothing useful.
+if [ "${SMOKE:-0}" = 1 ]; then N=8; NSQ=4; Q=20; SIZES=(4 8); STEPS=(1 2); REP=1; K=2; MISSING=random; MODEL=${MODEL:-resnet18_28}
+else N=256; NSQ=128; Q=1000; SIZES=(156 624 2496); STEPS=(5 10 20); REP=3; K=10; MISSING=train; MODEL=${MODEL:-resnet50_224}; fi
+if [ "${DEVICE%%:*}" = cuda ]; then FORMS=(torch_eager torch_channels_last torch_bn_folded torch_compile_channels_last torch_bf16)
+else FORMS=(torch_eager torch_channels_last torch_compile); fi
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-"$PY" - <<'EOF' || { echo "gpu_check: no usable CUDA device; nothing measured"; exit 1; }
-import importlib, torch
-assert torch.cuda.is_available(), "torch.cuda.is_available() is False"
-print("torch", torch.__version__, "on", torch.cuda.get_device_name(0))
+DEVICE="$DEVICE" "$PY" - <<'EOF' || { echo "gpu_check: no usable CUDA device; nothing measured"; exit 1; }
+import importlib, os, torch
+if os.environ["DEVICE"].startswith("cuda"):
+    assert torch.cuda.is_available(), "torch.cuda.is_available() is False"
+    print("torch", torch.__version__, "on", torch.cuda.get_device_name(0))
 for mod in ("torchattacks", "foolbox", "art", "adv_lib"):
     try:
         m = importlib.import_module(mod)
@@ -29,7 +39,8 @@ for mod in ("torchattacks", "foolbox", "art", "adv_lib"):
         print(f"  {mod}: not importable ({type(exc).__name__}): its rows will be empty")
 EOF
 
-COMMON=(--device cuda --model resnet50_224 --if-missing train --train-epochs 1 --batch-size 256 --repeats 3)
+COMMON=(--device "$DEVICE" --model "$MODEL" --if-missing "$MISSING" --train-epochs 1 --batch-size 256 --steps "$K"
+        --out-dir "$OUT_DIR")
 status=0
 part() {  # part NAME HARD_LIMIT_S ARGS...: run one part of the benchmark under a hard time limit
   local name=$1 limit=$2; shift 2
@@ -39,21 +50,23 @@ part() {  # part NAME HARD_LIMIT_S ARGS...: run one part of the benchmark under 
   if [ $rc -ne 0 ]; then echo "gpu_check: part $name ended with status $rc (124: cut by its time limit)"; status=1; fi
 }
 
-# Budgets are guesses for an H100 (ResNet-50 input-gradient passes at roughly 1,500-2,000 images/s); where they
+# Budgets are guesses for an H100/H200 (ResNet-50 input-gradient passes at roughly 2,000 images/s); where they
 # are short, repeats are cut or measures skipped, and the rows say so.
-# 1. model forms (eager, channels_last, BN folded, compiled, bf16), each with the numerics check (our PGD against
-#    it); timed on the full batches among 256 images. Compilation (not timed) takes most of it; so may training.
-part limits 150 --n-images 256 --max-minutes 1.8 --measures limit_forward limit_forward_backward
-# 2. our PGD and the peers' (10 steps), and the four-epsilon evaluation (each library's way against our battery).
-part pgd 130 --n-images 256 --max-minutes 1.6 --measures pgd_fixed pgd_4eps
-# 3. Square, 1,000 queries, on 128 images: ours, torchattacks, then ART (each of its iterations also predicts on
-#    every image, so it is the slowest and goes last).
-part square 100 --n-images 128 --max-minutes 1.0 --measures square \
+# 1. model forms (eager, channels_last, BN folded, compiled channels_last (ours' auto form on GPUs), bf16), each
+#    with the numerics check (our PGD against it). Compilation (not timed) takes most of it; so may training.
+part limits 200 --n-images "$N" --repeats "$REP" --max-minutes 2.5 --measures limit_forward limit_forward_backward \
+  --forms "${FORMS[@]}"
+# 2. our PGD and the peers' (10 steps), and the four-epsilon evaluation (each library's way against our engine).
+#    Ours runs its auto form (compiled, channels_last), compiled here once, not timed.
+part pgd 120 --n-images "$N" --repeats "$REP" --max-minutes 1.5 --measures pgd_fixed pgd_4eps
+# 3. Square, 1,000 queries, on 128 images, one repeat: ours, torchattacks, then ART (each of its iterations
+#    also predicts on every image, so it is the slowest and goes last).
+part square 90 --n-images "$NSQ" --repeats 1 --max-queries "$Q" --max-minutes 1.1 --measures square \
   --libraries ours torchattacks adversarial-robustness-toolbox
 # 4. time against images (156, 624, 2,496: the test split repeated) and steps (5, 10, 20 on 256 images), one repeat.
-part scale 80 --n-images 256 --repeats 1 --max-minutes 0.9 --measures scale_images scale_steps \
-  --scale-libraries ours torchattacks
+part scale 50 --n-images "$N" --repeats 1 --max-minutes 0.6 --measures scale_images scale_steps \
+  --scale-sizes "${SIZES[@]}" --scale-steps "${STEPS[@]}" --scale-libraries ours torchattacks
 
-echo "gpu_check: done in $(( $(date +%s) - started ))s; results in results/perf/cuda_resnet50_224_pneumoniamnist.csv"
-ls -l results/perf/cuda_*.csv 2>/dev/null || true
+echo "gpu_check: done in $(( $(date +%s) - started ))s; results in $OUT_DIR/${DEVICE%%:*}_${MODEL}_pneumoniamnist.csv"
+ls -l "$OUT_DIR"/*"$MODEL"*.csv 2>/dev/null || true
 exit $status

@@ -42,13 +42,18 @@ class PGD(Attack):
     Keeps, per sample, the first iterate that fools the model (not the last
     iterate), over ``restarts`` random starts. ``momentum`` = mu of MI-FGSM
     (Dong et al., 2018): gradients are L1-normalised and accumulated.
+
+    ``early_stop`` (default on) drops a sample from the batch at its first
+    fooling iterate. Since that iterate is what is returned either way, the
+    result is the full-step attack's; only the passes spent on samples already
+    broken are saved. Off, every sample gets every step (fixed-cost timing).
     """
 
     norms = ("linf", "l2")
 
     @classmethod
     def param_names(cls):
-        return ("steps", "rel_stepsize", "abs_stepsize", "random_start", "restarts", "momentum")
+        return ("steps", "rel_stepsize", "abs_stepsize", "random_start", "restarts", "momentum", "early_stop")
 
     def __init__(self, norm="linf", seed=0, **params):
         super().__init__(norm, seed, **params)
@@ -58,6 +63,7 @@ class PGD(Attack):
         self.random_start = bool(params.get("random_start", True))
         self.restarts = int(params.get("restarts", 1))
         self.momentum = float(params.get("momentum", 0.0))
+        self.early_stop = bool(params.get("early_stop", True))
         # Transfer attacks want the final surrogate iterate, not the first that fools the surrogate.
         self.keep_first_success = True
         if self.steps < 1 or self.restarts < 1:
@@ -66,28 +72,67 @@ class PGD(Attack):
     def run(self, model, x, criterion, eps):
         step = float(self.abs_stepsize) if self.abs_stepsize is not None else self.rel_stepsize * eps
         generator = torch.Generator().manual_seed(self.seed)
+        early_stop = self.early_stop and self.keep_first_success
 
         def single_run(xs: torch.Tensor, crit: Criterion) -> tuple[torch.Tensor, torch.Tensor]:
             delta = random_start(xs, eps, self.norm, generator) if self.random_start else torch.zeros_like(xs)
-            x_adv = (xs + delta).clamp(0, 1)
-            found = torch.zeros(len(xs), dtype=torch.bool, device=x.device)
-            found_x = x_adv.clone()
-            velocity = torch.zeros_like(xs)
+            run = _Trajectory(xs, (xs + delta).clamp(0, 1), crit)
             for _ in range(self.steps):
-                logits, grad = loss_and_grad(model, x_adv, crit)
-                newly = crit.is_adversarial(logits) & ~found
-                found_x[newly], found = x_adv[newly], found | newly
+                logits, grad = loss_and_grad(model, run.x_adv, run.criterion)
+                kept = run.record(run.criterion.is_adversarial(logits), early_stop)
+                if kept is not None:
+                    grad = grad[kept]
+                if not len(run.active):
+                    break
                 if self.momentum:
                     grad = grad / grad.abs().flatten(1).sum(1).clamp_min(1e-12).view(-1, *[1] * (grad.dim() - 1))
-                    velocity = self.momentum * velocity + grad
-                    grad = velocity
-                x_adv = x_adv + step * normalise_gradient(grad, self.norm)
-                x_adv = (xs + project(x_adv - xs, eps, self.norm)).clamp(0, 1)
-            with torch.no_grad():
-                newly = crit.is_adversarial(model(x_adv)) & ~found
-            found_x[newly], found = x_adv[newly], found | newly
-            if not self.keep_first_success:
-                found = torch.zeros_like(found)
-            return torch.where(expand(found, xs), found_x, x_adv), found
+                    run.velocity = self.momentum * run.velocity + grad
+                    grad = run.velocity
+                x_next = run.x_adv + step * normalise_gradient(grad, self.norm)
+                run.x_adv = (run.x + project(x_next - run.x, eps, self.norm)).clamp(0, 1)
+            if len(run.active):
+                with torch.no_grad():
+                    run.record(run.criterion.is_adversarial(model(run.x_adv)), early_stop)
+            return run.result(self.keep_first_success)
 
         return best_over_restarts(x, criterion, self.restarts, single_run)
+
+
+class _Trajectory:
+    """One PGD run's state: the samples still stepping (``active``), their iterates, and what was found.
+
+    ``record`` keeps each sample's first fooling iterate; with ``early_stop`` the
+    fooled samples also leave the active set, so later passes skip them.
+    """
+
+    def __init__(self, xs: torch.Tensor, x_adv: torch.Tensor, criterion: Criterion):
+        n = len(xs)
+        self.active = torch.arange(n, device=xs.device)
+        self.x, self.x_adv, self.criterion = xs, x_adv, criterion
+        self.velocity = torch.zeros_like(xs)
+        self.found = torch.zeros(n, dtype=torch.bool, device=xs.device)
+        self.found_x = x_adv.clone()
+
+    def record(self, fooled: torch.Tensor, early_stop: bool) -> torch.Tensor | None:
+        """Note the active samples ``fooled`` now; returns the kept rows' mask if the active set shrank."""
+        if not early_stop:  # the whole batch keeps stepping: masked writes, no host synchronisation
+            newly = fooled & ~self.found
+            self.found_x = torch.where(expand(newly, self.x_adv), self.x_adv, self.found_x)
+            self.found = self.found | newly
+            return None
+        if not bool(fooled.any()):
+            return None
+        hit = self.active[fooled]
+        self.found_x[hit], self.found[hit] = self.x_adv[fooled], True
+        kept = ~fooled
+        self.active, self.x, self.x_adv, self.velocity = (t[kept] for t in (self.active, self.x, self.x_adv, self.velocity))
+        self.criterion = self.criterion.subset(kept.nonzero().view(-1))
+        return kept
+
+    def result(self, keep_first_success: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per sample: its first fooling iterate, else its last iterate; and whether it was fooled."""
+        if not keep_first_success:
+            return self.x_adv, torch.zeros_like(self.found)
+        out = self.found_x.clone()
+        out[self.active] = torch.where(expand(self.found[self.active], self.x_adv), out[self.active], self.x_adv)
+        return out, self.found

@@ -1,16 +1,16 @@
 """medbench's own attacks as a ``Library`` entry, and the ways it can run a several-epsilon evaluation.
 
-The batteries are a registry so a faster engine can be added beside the
-current ones and compared in the same run (``--ours-battery``):
+Ours runs the model in the engine's form (``bench.model_forms``, ``--ours-form``,
+default auto: compiled and checked against eager), as ``scripts/attack.py``
+does; the suite hands it that module. The batteries are a registry so another
+engine can be compared in the same run (``--ours-battery``):
 
-- ``nested``: epsilons in increasing order; each sample is attacked at an
-  epsilon only while it is still robust at every smaller one (a sample broken
-  at 1/255 is broken at 2/255: the same example is inside the larger ball).
-  Our PGD keeps the first fooling iterate of each sample. The default.
 - ``engine``: ``bench.evaluate.attack_batch`` with a one-attack sequential
   battery, exactly as ``scripts/attack.py`` runs it (per-sample records,
-  norms, scores): every clean-correct sample is attacked at every epsilon.
-- ``loop``: the way a library user does it: every sample, every epsilon.
+  norms, scores): epsilons in increasing order, a sample fooled at a smaller
+  epsilon keeps that example (the balls are nested), PGD drops each sample at
+  its first fooling iterate (early stop). The default.
+- ``loop``: the way a library user does it: every sample, every epsilon, all steps.
 
 Each returns a boolean (n_eps, N) matrix: robust at that epsilon (a clean error
 is never robust). The clean pass and the passes that score the adversarial
@@ -27,9 +27,10 @@ from bench.attacks import build_attack
 from bench.benchmark.peers import Library, PgdSettings, Problem, SquareResult, SquareSettings
 
 
-def pgd_attack(s: PgdSettings):
-    """Our PGD with a fixed number of steps (it has no early stop: every sample gets every step)."""
-    return build_attack("pgd", "linf", s.seed, {"steps": s.steps, "rel_stepsize": s.rel_stepsize, "random_start": s.random_start})
+def pgd_attack(s: PgdSettings, early_stop: bool = False):
+    """Our PGD; without early stop (pgd_fixed) every sample gets every step, like the peers' PGD."""
+    return build_attack("pgd", "linf", s.seed, {"steps": s.steps, "rel_stepsize": s.rel_stepsize,
+                                                "random_start": s.random_start, "early_stop": early_stop})
 
 
 def _ours_pgd(_bench, problem: Problem, s: PgdSettings) -> torch.Tensor:
@@ -62,29 +63,11 @@ def _correct(problem: Problem, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor
         return problem.task.correct(problem.model(x), y)
 
 
-@register_battery("nested")
-def nested(problem: Problem, s: PgdSettings, epsilons: list[float]) -> torch.Tensor:
-    attack = pgd_attack(s)
-    order = sorted(range(len(epsilons)), key=lambda e: epsilons[e])
-    robust = torch.zeros(len(epsilons), len(problem.x), dtype=torch.bool)
-    start = 0
-    for xb, yb in problem.batches():
-        still = _correct(problem, xb, yb)
-        for e in order:
-            idx = still.nonzero().view(-1)
-            if len(idx):
-                (out,) = attack(problem.model, xb[idx], yb[idx], [epsilons[e]], problem.task)
-                still[idx] = _correct(problem, out.x_adv, yb[idx])
-            robust[e, start : start + len(xb)] = still.cpu()
-        start += len(xb)
-    return robust
-
-
 @register_battery("engine")
 def engine(problem: Problem, s: PgdSettings, epsilons: list[float]) -> torch.Tensor:
     from bench.evaluate import PlannedAttack, attack_batch
 
-    plan = [PlannedAttack("pgd_linf", pgd_attack(s), list(epsilons))]
+    plan = [PlannedAttack("pgd_linf", pgd_attack(s, early_stop=True), list(epsilons))]
     robust = torch.zeros(len(epsilons), len(problem.x), dtype=torch.bool)
     start = 0
     for xb, yb in problem.batches():

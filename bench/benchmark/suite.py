@@ -21,12 +21,13 @@ import torch.nn as nn
 
 from bench.attacks.base import PropagationCounter
 from bench.attacks.threat import check_threat_model
-from bench.benchmark.limits import DEFAULT_FORMS, FORMS, forward_backward_pass, forward_pass, full_batches, prepare_form
+from bench.benchmark.limits import DEFAULT_FORMS, forward_backward_pass, forward_pass, full_batches, prepare_form
 from bench.benchmark.measure import Measurement, measure
 from bench.benchmark.ours import BATTERIES, OURS, evaluate_many
 from bench.benchmark.peers import ALIASES, PEERS, Library, LibraryMissing, PgdSettings, Problem, SquareResult, SquareSettings
 from bench.benchmark.table import MEASURES, Row
 from bench.errors import ConfigError, ThreatModelViolation, unknown_choice
+from bench.model_forms import AUTO, FORMS, AttackModel, attack_model
 from bench.tasks import Task
 
 LIBRARIES: dict[str, Library] = {"ours": OURS, **PEERS}
@@ -63,7 +64,8 @@ class SpeedConfig:
     scale_sizes: tuple[int, ...] = (156, 624, 2496)
     scale_steps: tuple[int, ...] = (5, 10, 20)
     scale_libraries: tuple[str, ...] = ("ours", "torchattacks")
-    ours_battery: str = "nested"
+    ours_battery: str = "engine"
+    ours_form: str = "auto"  # the model form our attacks run (bench.model_forms); peers always get the eager model
     numerics: bool = True
     warmup: bool = True
     max_minutes: float | None = None
@@ -78,6 +80,8 @@ class SpeedConfig:
         for f in self.forms or ():
             if f not in FORMS:
                 raise unknown_choice("model form", f, FORMS, "Pass --forms with names from this list.")
+        if self.ours_form != AUTO and self.ours_form not in FORMS:
+            raise unknown_choice("model form", self.ours_form, [AUTO, *FORMS], "Pass --ours-form with one of them.")
         if self.ours_battery not in BATTERIES:
             raise unknown_choice("battery", self.ours_battery, BATTERIES, "Pass --ours-battery with one of them.")
         for name, value in (("n_images", self.n_images), ("steps", self.steps), ("repeats", self.repeats),
@@ -117,6 +121,7 @@ class Suite:
     rows: list[Row] = field(default_factory=list)
     _loaded: dict[str, object] = field(default_factory=dict)
     _missing: dict[str, str] = field(default_factory=dict)
+    _ours: AttackModel | None = None
 
     def __post_init__(self) -> None:
         self.device = torch.device(self.cfg.device)
@@ -134,6 +139,27 @@ class Suite:
         problem.correct_mask()
         counted.reset()
         return problem
+
+    def ours_model(self) -> AttackModel:
+        """Our attacks' model form, built, numerics-checked and (if compiled) compiled once, outside any timing."""
+        if self._ours is None:
+            check = take(self.images, self.labels, min(self.cfg.batch, self.cfg.n_images))[0]
+            self._ours = attack_model(self.model, self.cfg.ours_form, self.device, check)
+            self.log(f"ours: model form {self._ours.form}, prepared in {self._ours.prepare_s:.1f}s (not timed)"
+                     + (f"; {self._ours.note}" if self._ours.note else ""))
+        return self._ours
+
+    def problem_for(self, lib_name: str, n: int) -> Problem:
+        """The problem a library attacks: peers get the eager model, ours the engine's model form."""
+        if lib_name != "ours":
+            return self.problem(n)
+        form = self.ours_model()
+        return self.problem(n, form.module)
+
+    def note_form(self, row: Row) -> None:
+        if row.library == "ours" and self._ours is not None:
+            row.extra["model_form"] = self._ours.form
+            row.extra["form_prepare_s"] = round(self._ours.prepare_s, 1)
 
     def library(self, name: str) -> object:
         """The imported library, or LibraryMissing (its note printed once)."""
@@ -214,7 +240,8 @@ class Suite:
             check_threat_model(problem.x, x_adv, eps, "linf", row.library)
         except ThreatModelViolation as exc:
             row.note = (row.note + "; " if row.note else "") + f"outside the threat model: {exc}"
-        return evaluate_many(problem, [x_adv])[0]
+        scoring = Problem(self.model, problem.x, problem.y, problem.task, problem.num_classes, problem.batch_size)
+        return evaluate_many(scoring, [x_adv])[0]  # every library's examples are scored by the same eager model
 
     # -- measures ---------------------------------------------------------------------
     def pgd_row(self, measure_name: str, lib_name: str, n: int, steps: int) -> Row:
@@ -224,7 +251,8 @@ class Suite:
         if module is None:
             return row
         settings = self.cfg.pgd(steps)
-        problem = self.problem(n)
+        problem = self.problem_for(lib_name, n)
+        self.note_form(row)
         result = self.timed(row, lambda p: library.pgd(module, p, settings), problem)
         if result is not None:
             row.passes_per_s = problem.model.backwards / row.seconds
@@ -315,7 +343,8 @@ def pgd_4eps(suite: Suite) -> None:
             run = lambda p, library=library, module=module: evaluate_many(  # noqa: E731
                 p, library.run_pgd_many(module, p, settings, epsilons))
             suite._mismatch(row, library, "pgd")
-        problem = suite.problem(cfg.n_images)
+        problem = suite.problem_for(lib_name, cfg.n_images)
+        suite.note_form(row)
         result = suite.timed(row, run, problem)
         if result is not None:
             robust = result.result.float().mean(1)
@@ -338,7 +367,8 @@ def square(suite: Suite) -> None:
         module = suite.library_or_empty_row(lib_name, row)
         if module is None:
             continue
-        problem = suite.problem(cfg.n_images)
+        problem = suite.problem_for(lib_name, cfg.n_images)
+        suite.note_form(row)
         result = suite.timed(row, lambda p: library.square(module, p, settings), problem,
                              warm=lambda p: library.square(module, p, warm_settings))
         if result is not None:

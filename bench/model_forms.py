@@ -1,0 +1,248 @@
+"""How the attacked model is run: eager, channels_last, compiled, BN-folded, bf16; chosen once, checked once.
+
+Attacks spend nearly all their time in the model's forward and input-gradient
+backward passes, so the fastest *form* of the model is the engine's biggest
+lever. A form must compute the same function: ``attack_model`` builds the form,
+compares its logits with the eager model's on real inputs and refuses it (or, for
+``auto``, falls back to channels_last) when they differ by more than float
+rounding. The benchmark (``bench/benchmark/limits.py``) measures every form's
+raw rate and our PGD's robust accuracy against it.
+
+Forms are a registry (name -> builder); every builder returns an ``nn.Module``
+taking [0, 1] inputs and returning float32 logits, on a frozen copy of the
+model (eval mode, no parameter gradients), so the original is never changed.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from bench.errors import ConfigError, unknown_choice
+
+FormBuilder = Callable[[nn.Module, torch.device], nn.Module]
+FORMS: dict[str, FormBuilder] = {}
+AUTO = "auto"
+# What ``auto`` picks, per device type: compiled with dynamic batch sizes (early stopping shrinks batches).
+AUTO_FORM = {"cpu": "torch_compile", "cuda": "torch_compile_channels_last"}
+AUTO_FALLBACK = "torch_channels_last"  # when compilation fails (no C++ compiler, unsupported model)
+# Tolerance of the numerics check: |logit difference| <= ATOL + RTOL * |eager logit|. float32 reassociation
+# (another conv algorithm, fused BatchNorm) moves logits by ~1e-5; TF32 convolutions on GPUs by ~1e-3.
+ATOL, RTOL = 2e-3, 2e-3
+TF32_ATOL, TF32_RTOL = 2e-2, 2e-2  # CUDA convolutions in TF32 (PyTorch's default) round to 10-bit mantissas
+BF16_ATOL, BF16_RTOL = 0.1, 0.05
+
+
+def register_form(name: str) -> Callable[[FormBuilder], FormBuilder]:
+    """Add a model form: ``builder(model, device) -> module``. One entry adds a choice of ``eval.model_form``
+    and a row to every limit measure of the speed benchmark."""
+
+    def deco(fn: FormBuilder) -> FormBuilder:
+        FORMS[name] = fn
+        return fn
+
+    return deco
+
+
+def frozen_copy(model: nn.Module, device: torch.device) -> nn.Module:
+    """A copy in eval mode without parameter gradients, so a form never changes the model attacked elsewhere."""
+    clone = copy.deepcopy(model).to(device).eval()
+    for p in clone.parameters():
+        p.requires_grad_(False)
+    return clone
+
+
+class _ChannelsLast(nn.Module):
+    """Feeds the model NHWC-strided inputs (weights converted too), the layout oneDNN and cuDNN prefer."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model.to(memory_format=torch.channels_last)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x.contiguous(memory_format=torch.channels_last)).float()
+
+
+class _Autocast(nn.Module):
+    """Runs the model under bf16 autocast and hands back float32 logits (losses stay in float32)."""
+
+    def __init__(self, model: nn.Module, device_type: str):
+        super().__init__()
+        self.model = model
+        self.device_type = device_type
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(self.device_type, dtype=torch.bfloat16):
+            out = self.model(x)
+        return out.float()
+
+
+class _Compiled(nn.Module):
+    """torch.compile with dynamic batch sizes, never called on a batch of one.
+
+    Early stopping shrinks batches to any size; a dynamic graph serves them
+    all, except that compilers specialise size 1, which would recompile in the
+    middle of an attack. A single image is therefore run as a pair (itself
+    twice; eval-mode models treat samples independently) and the first row kept.
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self.compiled = torch.compile(model, dynamic=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] == 1:
+            return self.compiled(torch.cat([x, x]))[:1]
+        return self.compiled(x)
+
+
+@register_form("torch_eager")
+def eager(model: nn.Module, device: torch.device) -> nn.Module:
+    """The model as every peer library gets it: float32, eager, NCHW."""
+    return frozen_copy(model, device)
+
+
+@register_form("torch_channels_last")
+def channels_last(model: nn.Module, device: torch.device) -> nn.Module:
+    return _ChannelsLast(frozen_copy(model, device))
+
+
+@register_form("torch_bn_folded")
+def bn_folded(model: nn.Module, device: torch.device) -> nn.Module:
+    """BatchNorm folded into the preceding convolutions (eval mode only); rounding changes slightly."""
+    from torch.fx.experimental.optimization import fuse
+
+    clone = frozen_copy(model, device)
+    target = getattr(clone, "backbone", clone)  # bench.models.Classifier: fold the backbone, keep the wrapper
+    fused = fuse(target, inplace=False)
+    for p in fused.parameters():
+        p.requires_grad_(False)
+    if target is clone:
+        return fused
+    clone.backbone = fused
+    return clone
+
+
+@register_form("torch_compile")
+def compiled(model: nn.Module, device: torch.device) -> nn.Module:
+    """torch.compile (inductor), dynamic batch size: one graph serves every batch early stopping leaves."""
+    return _Compiled(frozen_copy(model, device))
+
+
+@register_form("torch_compile_channels_last")
+def compiled_channels_last(model: nn.Module, device: torch.device) -> nn.Module:
+    """channels_last, then torch.compile with dynamic batch size: the usual fastest form on GPUs."""
+    return _Compiled(_ChannelsLast(frozen_copy(model, device)))
+
+
+@register_form("torch_bf16")
+def bf16(model: nn.Module, device: torch.device) -> nn.Module:
+    """bf16 autocast: the GPU's fast path; on CPUs without bf16 units it is usually slower. Never chosen by auto."""
+    return _Autocast(frozen_copy(model, device), device.type)
+
+
+class NumericsError(ConfigError):
+    """A model form computes different logits from the eager model (beyond float rounding)."""
+
+
+def logit_gap(reference: torch.Tensor, candidate: torch.Tensor, atol: float = ATOL, rtol: float = RTOL) -> float:
+    """The largest |difference| in units of the tolerance: <= 1 means the form passes."""
+    allowed = atol + rtol * reference.abs()
+    return float(((candidate.float() - reference.float()).abs() / allowed).max()) if reference.numel() else 0.0
+
+
+@dataclass
+class AttackModel:
+    """The module attacks run, the form it is, and what preparing it cost (compilation, checks)."""
+
+    module: nn.Module
+    form: str
+    prepare_s: float
+    gap: float  # logit_gap against the eager model on the check inputs
+    note: str = ""
+
+
+def resolve_form(form: str, device: torch.device) -> str:
+    if form == AUTO:
+        return AUTO_FORM.get(device.type, AUTO_FALLBACK)
+    if form not in FORMS:
+        raise unknown_choice("eval.model_form", form, [AUTO, *FORMS],
+                             "Set eval.model_form to one of them (auto: compiled where it works, checked).")
+    return form
+
+
+WARM_UP_SMALL_BATCH = 2  # compilers may specialise small batches (under 16, say) as well: warm one up too
+
+
+def _warm_up(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Forwards without autograd and input-gradient passes, on the full and on a small batch: the graphs
+    attacks use, compiled here once rather than in the middle of a timed attack. Returns the full batch's logits."""
+    with torch.no_grad():
+        logits = module(x)
+    for batch in (x, x[:WARM_UP_SMALL_BATCH]):
+        if batch is not x:
+            with torch.no_grad():
+                module(batch)
+        xg = batch.detach().clone().requires_grad_(True)
+        out = module(xg)
+        torch.autograd.grad(out.float().logsumexp(1).sum(), xg)
+    return logits
+
+
+def tolerance(form: str, device: torch.device) -> tuple[float, float]:
+    """(atol, rtol) of the numerics check: float32 rounding, wider for TF32 GPU convolutions and for bf16."""
+    if form == "torch_bf16":
+        return BF16_ATOL, BF16_RTOL
+    if device.type == "cuda" and torch.backends.cudnn.allow_tf32:
+        return TF32_ATOL, TF32_RTOL
+    return ATOL, RTOL
+
+
+_CACHE: "weakref.WeakKeyDictionary[nn.Module, dict[str, AttackModel]]" = weakref.WeakKeyDictionary()
+
+
+def attack_model(model: nn.Module, form: str, device: str | torch.device, check_inputs: torch.Tensor) -> AttackModel:
+    """The model in ``form`` (``auto``: the device's fastest checked form), numerics checked on ``check_inputs``.
+
+    Built once per (model, form) and cached, so every attack and batch of an
+    experiment shares one compilation. An explicitly named form that fails the
+    check raises ``NumericsError``; ``auto`` falls back to channels_last instead.
+    """
+    dev = torch.device(device)
+    name = resolve_form(form, dev)
+    cached = _CACHE.setdefault(model, {})
+    if name in cached:
+        return cached[name]
+    x = check_inputs.to(dev)
+    if len(x) < 2:
+        x = torch.cat([x, x.flip(-1)]) if len(x) else x  # dynamic shapes are specialised at batch size 1
+    reference = frozen_copy(model, dev)
+    with torch.no_grad():
+        ref_logits = reference(x).float()
+    started = time.perf_counter()
+    atol, rtol = tolerance(name, dev)
+    try:
+        module = FORMS[name](model, dev)
+        gap = logit_gap(ref_logits, _warm_up(module, x), atol, rtol)
+        problem = "" if gap <= 1 else (f"its logits differ from the eager model's by up to {gap:.1f}x the tolerance "
+                                       f"(atol {atol:g}, rtol {rtol:g})")
+    except Exception as exc:  # compilation needs a C++ compiler (CPU) or Triton (GPU); some models do not trace
+        module, gap, problem = reference, float("inf"), f"it failed to build: {type(exc).__name__}: {str(exc)[:300]}"
+    if problem:
+        if form != AUTO:
+            raise NumericsError(f"eval.model_form={name!r} cannot be used: {problem}. "
+                                f"Use eval.model_form=torch_eager (always exact) or auto.")
+        fallback = attack_model(model, AUTO_FALLBACK, dev, x)
+        result = AttackModel(fallback.module, fallback.form, time.perf_counter() - started + fallback.prepare_s,
+                             fallback.gap, f"auto: {name} not used ({problem}); using {AUTO_FALLBACK}")
+    else:
+        result = AttackModel(module, name, time.perf_counter() - started, gap)
+    cached[name] = result
+    return result

@@ -1,0 +1,105 @@
+"""The engine's fast paths compute what the plain paths compute (issue 5); no timing is asserted here.
+
+- model forms (channels_last, BN folding, compilation) give the eager model's logits and the same attack results;
+- PGD's early stop returns the full-step attack's examples, and never calls robust a sample it breaks;
+- the engine's nested epsilons reuse a smaller epsilon's example and never weaken the attack.
+All on a ResNet-18 trained on real BreastMNIST.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bench import model_forms
+from bench.attacks import build_attack
+from bench.data import load_split
+from bench.evaluate import PlannedAttack, attack_batch
+from bench.model_forms import AUTO, NumericsError, attack_model, logit_gap
+
+
+@pytest.fixture(scope="module")
+def batch(real_root):
+    test = load_split("breastmnist", "test", root=real_root, n_examples=64, seed=0)
+    return test.images, test.labels.view(-1), test.info.task
+
+
+def fooled_by(model, x_adv, y, task) -> torch.Tensor:
+    with torch.no_grad():
+        return ~task.correct(model(x_adv), y)
+
+
+@pytest.mark.parametrize("form", ["torch_channels_last", "torch_bn_folded", "torch_compile"])
+def test_each_form_gives_the_eager_logits_and_the_same_pgd_result(form, trained_breast, batch):
+    model = trained_breast[0]
+    x, y, task = batch
+    fast = attack_model(model, form, "cpu", x)
+    assert fast.form == form and fast.gap <= 1 and not fast.note
+    with torch.no_grad():
+        assert logit_gap(model(x), fast.module(x)) <= 1
+        assert logit_gap(model(x[:1]), fast.module(x[:1])) <= 1  # a batch of one (compiled: run as a pair)
+    attack = build_attack("pgd", "linf", 0, {"steps": 10, "early_stop": False})
+    plain = attack(model, x, y, [2 / 255], task)[0].x_adv
+    quick = attack(fast.module, x, y, [2 / 255], task)[0].x_adv
+    # Rounding can flip a sample sitting on the decision boundary; more than one in 64 would be a real difference.
+    assert (fooled_by(model, plain, y, task) != fooled_by(model, quick, y, task)).sum() <= 1
+    assert attack_model(model, form, "cpu", x) is fast  # built (and compiled) once per model
+
+
+def test_a_form_that_changes_the_logits_is_refused_by_name_or_replaced_under_auto(trained_breast, batch, monkeypatch):
+    class Shifted(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            return self.inner(x) + 0.5
+
+    monkeypatch.setitem(model_forms.FORMS, "shifted", lambda m, d: Shifted(model_forms.frozen_copy(m, d)))
+    model, (x, _, _) = trained_breast[0], batch
+    with pytest.raises(NumericsError, match="eval.model_form='shifted'.*torch_eager"):
+        attack_model(model, "shifted", "cpu", x[:8])
+    monkeypatch.setitem(model_forms.AUTO_FORM, "cpu", "shifted")
+    fallback = attack_model(model, AUTO, "cpu", x[:8])
+    assert fallback.form == model_forms.AUTO_FALLBACK and "shifted not used" in fallback.note
+
+
+def test_unknown_form_names_the_choices():
+    with pytest.raises(Exception, match="torch_compile.*eval.model_form"):
+        model_forms.resolve_form("fastest", torch.device("cpu"))
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_early_stop_returns_the_full_step_examples_and_never_calls_robust_what_full_steps_break(
+        momentum, trained_breast, batch):
+    model = trained_breast[0]
+    x, y, task = batch
+    params = {"steps": 20, "momentum": momentum, "rel_stepsize": 0.1}
+    full = build_attack("pgd", "linf", 3, {**params, "early_stop": False})(model, x, y, [2 / 255], task)[0]
+    early = build_attack("pgd", "linf", 3, {**params, "early_stop": True})(model, x, y, [2 / 255], task)[0]
+    broken_full, broken_early = fooled_by(model, full.x_adv, y, task), fooled_by(model, early.x_adv, y, task)
+    assert 0 < int(broken_full.sum()) < len(x)  # the check means something: some samples broken, some not
+    assert not (broken_full & ~broken_early).any()
+    assert torch.allclose(full.x_adv, early.x_adv, atol=1e-6)
+    assert early.backwards < full.backwards  # broken samples left the batch
+
+
+def test_nested_epsilons_reuse_smaller_eps_examples_and_are_never_weaker(trained_breast, batch):
+    model = trained_breast[0]
+    x, y, task = batch
+    epsilons = [4 / 255, 1 / 255, 2 / 255]  # any order: the engine runs them increasing
+    # No random start: each sample's trajectory is then the same in any batch, so per-sample sets compare exactly.
+    params = {"steps": 5, "random_start": False}
+    attack = build_attack("pgd", "linf", 0, params)
+    rows = torch.arange(len(x))
+    records = attack_batch(model, [PlannedAttack("pgd", attack, epsilons)], x, y, rows, rows, task, "sequential", 0)
+    broken = {eps: {r["index"] for r in records if r["eps"] == eps and r["attacked"] and not r["adv_correct"]}
+              for eps in epsilons}
+    assert broken[1 / 255] <= broken[2 / 255] <= broken[4 / 255]
+    for eps in epsilons:  # the plain per-epsilon attack on every clean-correct sample breaks nothing more
+        clean_ok = torch.tensor([r["clean_correct"] for r in records if r["eps"] == eps])
+        plain = build_attack("pgd", "linf", 0, params)(model, x, y, [eps], task)[0].x_adv
+        plain_broken = set((fooled_by(model, plain, y, task) & clean_ok).nonzero().view(-1).tolist())
+        assert plain_broken <= broken[eps]
+    reused = [r for r in records if r["eps"] == 4 / 255 and r["index"] in broken[1 / 255]]
+    assert reused and all(r["linf"] <= 1 / 255 + 1e-6 for r in reused)  # the 1/255 example, not a new one
