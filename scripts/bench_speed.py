@@ -112,8 +112,8 @@ def main(argv: list[str] | None = None) -> list:
                 f"(repeated if needed), batch {cfg.batch}",
         "settings": f"PGD L-inf eps {cfg.eps:.6g}, {cfg.steps} steps, step {cfg.rel_stepsize:g} x eps, random start "
                     f"{cfg.random_start}; pgd_4eps epsilons {', '.join(f'{e:.6g}' for e in cfg.epsilons)} (ours: "
-                    f"{cfg.ours_battery} battery, model form {cfg.ours_form}); Square {cfg.max_queries} queries, p_init {cfg.p_init:g}; "
-                    f"median of {cfg.repeats} repeat(s); seed {cfg.seed}",
+                    f"{cfg.ours_battery} battery, model form {cfg.ours_form}); Square {cfg.max_queries} queries, p_init "
+                    f"{cfg.p_init:g}; seed {cfg.seed} (timed repeats per row: the runs column)",
         "command": "python scripts/bench_speed.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),
     }
     print(f"{stem}\n  machine: {meta['machine']}\n  model: {meta['model']}\n  data: {meta['data']}\n  settings: {meta['settings']}", flush=True)

@@ -19,6 +19,7 @@ from bench.benchmark.measure import measure
 from bench.benchmark.peers import PEERS, Library, LibraryMissing, PgdSettings, Problem, art_success_queries
 from bench.benchmark.suite import LIBRARIES
 from bench.benchmark.table import Row, ratio_to_reference, read_rows, render_markdown, slopes, write_results
+from bench.benchmark.targets import verdicts
 from bench.models import Classifier
 from bench.tasks import get_task
 from tests.conftest import real_root_or_skip
@@ -139,7 +140,7 @@ def test_ratio_bound_and_slopes():
     assert ratio_to_reference(rows[6], rows) == pytest.approx(2.0)   # scale rows: same number of images
     assert slopes(rows) == [("scale_images", "ours", pytest.approx(0.1), pytest.approx(1.0))]
     text = render_markdown(rows, {"title": "t"})
-    assert "| pgd_fixed | torchattacks | 100 | 1 | 10 | 20 | 5 |  | 2.00x |" in text
+    assert "| pgd_fixed | torchattacks | 100 | 1 | 10 |  | 20 | 5 |  | 2.00x |" in text
     assert "cannot exceed 200/k" in text and "= 50% of the bound 20" in text
 
 
@@ -193,3 +194,20 @@ def test_each_installed_peer_runs_the_same_pgd(name):
     with torch.no_grad():
         robust = TASK.correct(model(x_adv), y) & TASK.correct(model(x), y)
     assert robust.tolist() == [False, False, True, True, False]
+
+
+def test_targets_are_computed_from_the_rows_and_name_what_fails():
+    limit = Row("limit_forward_backward", "torch_compile", 100, seconds=0.5, passes_per_s=200.0)
+    rows = [limit,
+            Row("pgd_fixed", "ours", 100, 1, 10, seconds=5.5, passes_per_s=190.0, robust_acc=0.30, peak_mem_mb=100.0),
+            Row("pgd_fixed", "torchattacks", 100, 1, 10, seconds=9.0, passes_per_s=111.0, robust_acc=0.302, peak_mem_mb=95.0),
+            Row("pgd_4eps", "ours", 100, 4, 10, seconds=10.0, robust_acc=0.2, extra={"robust_by_eps": {"0.1": 0.3, "0.2": 0.1}}),
+            Row("pgd_4eps", "foolbox", 100, 4, 10, seconds=25.0, robust_acc=0.2, extra={"robust_by_eps": {"0.1": 0.3, "0.2": 0.09}})]
+    found = {v.name: v for v in verdicts(rows, "cpu")}
+    assert found["efficiency"].met and "0.95 of the limit" in found["efficiency"].detail
+    assert found["pgd_fixed"].met and "1.64x the fastest peer (torchattacks" in found["pgd_fixed"].detail
+    assert not found["pgd_4eps"].met and "2.50x" in found["pgd_4eps"].detail and "foolbox at 0.2" in found["pgd_4eps"].detail
+    assert found["memory"].met and "pgd_fixed 1.05x the lowest peer (torchattacks)" in found["memory"].detail
+    assert "square" not in found  # no square rows: nothing to check
+    on_gpu = render_markdown(rows, {"title": "cuda_m_d"})
+    assert "- pgd_4eps: not a target on cuda" in on_gpu and "- efficiency: met" in on_gpu

@@ -90,7 +90,9 @@ class PGD(Attack):
                     grad = run.velocity
                 x_next = run.x_adv + step * normalise_gradient(grad, self.norm)
                 run.x_adv = (run.x + project(x_next - run.x, eps, self.norm)).clamp(0, 1)
-            if len(run.active):
+            # Whether the last iterate fools changes nothing returned (an unfooled sample returns its last iterate
+            # anyway), only which samples a further restart attacks: with one restart, that forward is skipped.
+            if len(run.active) and self.restarts > 1:
                 with torch.no_grad():
                     run.record(run.criterion.is_adversarial(model(run.x_adv)), early_stop)
             return run.result(self.keep_first_success)

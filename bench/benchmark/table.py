@@ -170,6 +170,12 @@ def _fmt(value: float | None, spec: str) -> str:
     return "" if value is None else format(value, spec)
 
 
+def eps_label(text: str) -> str:
+    """'0.0156863' -> '4/255' (epsilons are stored as decimals)."""
+    k = float(text) * 255
+    return f"{round(k)}/255" if abs(k - round(k)) < 1e-3 else text
+
+
 def best_limit(rows: list[Row]) -> Row | None:
     """The fastest form's forward+backward row: the hardware limit for a PGD step."""
     fb = [r for r in rows if r.measure == "limit_forward_backward" and r.passes_per_s]
@@ -184,8 +190,8 @@ def render_markdown(rows: list[Row], meta: dict) -> str:
             lines.append(f"- {label}: {meta[label]}")
     for command in meta.get("commands", []):
         lines.append(f"- command: `{command}`")
-    lines += ["", "| measure | library | images | eps | steps | seconds | images/s | passes/s | time/image vs ref | robust acc | peak MB | queries median (mean) |",
-              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines += ["", "| measure | library | images | eps | steps | runs | seconds | images/s | passes/s | time/image vs ref | robust acc | peak MB | queries median (mean) |",
+              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     notes = []
     for r in rows:
         ratio = ratio_to_reference(r, rows)
@@ -193,6 +199,7 @@ def render_markdown(rows: list[Row], meta: dict) -> str:
             f" ({r.mean_queries:.1f})" if r.mean_queries is not None else "")
         lines.append(
             f"| {r.measure} | {r.library} | {_fmt(r.n_images, 'd')} | {_fmt(r.n_eps, 'd')} | {_fmt(r.steps, 'd')} | "
+            f"{len(r.extra.get('repeats_s', [])) or ''} | "
             f"{_fmt(r.seconds, '.3g')} | {_fmt(r.images_per_s, '.3g')} | {_fmt(r.passes_per_s, '.3g')} | "
             f"{'' if ratio is None else f'{ratio:.2f}x'} | {_fmt(r.robust_acc, '.3f')} | {_fmt(r.peak_mem_mb, '.0f')} | {queries} |"
         )
@@ -207,6 +214,13 @@ def render_markdown(rows: list[Row], meta: dict) -> str:
                 bound = best.passes_per_s / r.steps
                 lines.append(f"- pgd_fixed / {r.library}: {r.images_per_s:.3g} images/s = {100 * r.images_per_s / bound:.0f}% "
                              f"of the bound {bound:.3g}")
+    by_eps = [r for r in rows if r.measure == "pgd_4eps" and r.extra.get("robust_by_eps")]
+    if by_eps:
+        epsilons = list(by_eps[0].extra["robust_by_eps"])
+        lines += ["", "pgd_4eps robust accuracy at each epsilon:", "",
+                  "| library | " + " | ".join(eps_label(e) for e in epsilons) + " |", "|---|" + "---:|" * len(epsilons)]
+        for r in by_eps:
+            lines.append(f"| {r.library} | " + " | ".join(_fmt(r.extra["robust_by_eps"].get(e), ".3f") for e in epsilons) + " |")
     fits = slopes(rows)
     if fits:
         lines += ["", "| scale | library | slope | intercept (s) |", "|---|---|---:|---:|"]
@@ -216,6 +230,9 @@ def render_markdown(rows: list[Row], meta: dict) -> str:
     mismatches = dict.fromkeys(f"- {r.library}, {r.extra['mismatch']}" for r in rows if r.extra.get("mismatch"))
     if mismatches:
         lines += ["", "How peers differ from ours where they could not be configured to match:", *mismatches]
+    from bench.benchmark.targets import render as render_targets  # targets reads Rows: imported here, no cycle
+
+    lines += render_targets(rows, str(meta.get("title", "cpu")).split("_")[0])
     if notes:
         lines += ["", "Notes:", *notes]
     return "\n".join(lines) + "\n"
@@ -227,7 +244,7 @@ Written by `scripts/bench_speed.py` (see its `--help`); one section per results
 file `<device>_<model>_<dataset>.csv`. Columns: `measure` (limit_forward,
 limit_forward_backward, pgd_fixed, pgd_4eps, square, scale_images, scale_steps),
 `library` (ours, a peer's package name, or a model form torch_* for the limits),
-`seconds` (median of the repeats), `images_per_s`, `passes_per_s` (image
+`seconds` (median of the timed repeats; `runs` in the tables below says how many), `images_per_s`, `passes_per_s` (image
 forward+backward passes per second for gradient measures, forward passes for
 limit_forward and square), `robust_acc` (fraction of all images still correct;
 mean over epsilons for pgd_4eps; for limit rows, our PGD against the model in
