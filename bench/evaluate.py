@@ -120,10 +120,11 @@ class SmallerEpsSuccesses:
         return cls(x.clone(), torch.zeros(len(x), dtype=torch.float32), torch.zeros(len(x), dtype=torch.bool, device=x.device))
 
     def add(self, idx: torch.Tensor, x_adv: torch.Tensor, queries: torch.Tensor | None, success: torch.Tensor) -> None:
-        new = idx[success & ~self.fooled[idx]]
+        """Keep the examples of rows ``idx`` that fooled the model now and had no example yet."""
+        pick = success & ~self.fooled[idx]
+        new = idx[pick]
         if len(new) == 0:
             return
-        pick = success & ~self.fooled[idx]
         self.x_adv[new], self.fooled[new] = x_adv[pick], True
         if queries is not None:
             self.queries[new.cpu()] = queries[pick.to(queries.device)].float().cpu()
@@ -163,23 +164,30 @@ def _attack_rows(model, planned: PlannedAttack, x, y, task, masks: dict[float, t
             (out,) = planned.attack(model, x[idx], y[idx], [eps], task)
             yield eps, idx, planned.attack.last_criterion, out
             continue
-        reused = smaller.fooled[idx]
-        todo = idx[~reused]
-        x_adv = smaller.x_adv[idx].clone()
-        queries = smaller.queries[idx.cpu()].clone()
-        out = AttackOutput(eps, x_adv, 0.0, queries)
-        if len(todo):
-            (fresh,) = planned.attack(model, x[todo], y[todo], [eps], task)
-            x_adv[~reused] = fresh.x_adv
-            share = len(todo) / len(idx)
-            out = AttackOutput(eps, x_adv, fresh.seconds, None, fresh.forwards * share, fresh.backwards * share)
-            if fresh.queries is not None:
-                queries[(~reused).cpu()] = fresh.queries.float().cpu()
-                out.queries = queries
-        elif planned.attack.max_queries is None:
-            out.queries = None
-        check_threat_model(x[idx], out.x_adv, eps, planned.attack.norm, planned.attack.name)
+        out = _attack_reusing_smaller_eps(model, planned, x, y, task, eps, idx, smaller)
         yield eps, idx, planned.attack.criterion(model, x[idx], y[idx], task), out
+
+
+def _attack_reusing_smaller_eps(model, planned: PlannedAttack, x, y, task, eps: float, idx: torch.Tensor,
+                                smaller: SmallerEpsSuccesses) -> AttackOutput:
+    """Rows ``idx`` at ``eps``: those fooled at a smaller epsilon keep that example (and its queries), the
+    others are attacked; cost per sample is the attacked rows' cost spread over all of ``idx``."""
+    reused = smaller.fooled[idx]
+    todo = idx[~reused]
+    x_adv = smaller.x_adv[idx].clone()
+    queries = smaller.queries[idx.cpu()].clone()
+    seconds = forwards = backwards = 0.0
+    reports_queries = planned.attack.max_queries is not None
+    if len(todo):
+        (fresh,) = planned.attack(model, x[todo], y[todo], [eps], task)
+        x_adv[~reused] = fresh.x_adv
+        share = len(todo) / len(idx)
+        seconds, forwards, backwards = fresh.seconds, fresh.forwards * share, fresh.backwards * share
+        reports_queries = fresh.queries is not None
+        if reports_queries:
+            queries[(~reused).cpu()] = fresh.queries.float().cpu()
+    check_threat_model(x[idx], x_adv, eps, planned.attack.norm, planned.attack.name)
+    return AttackOutput(eps, x_adv, seconds, queries if reports_queries else None, forwards, backwards)
 
 
 def _as_list(t: torch.Tensor) -> list:
