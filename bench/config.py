@@ -55,3 +55,15 @@ def config_hash(cfg: DictConfig | dict) -> str:
     """A short, stable hash of what determines a result (see ``result_config``)."""
     blob = json.dumps(result_config(cfg), sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def compose(overrides: list[str], config_name: str = "config") -> DictConfig:
+    """Compose ``conf/`` as the scripts do, outside or inside a running Hydra app (which already owns conf/)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    if GlobalHydra.instance().is_initialized():
+        return hydra_compose(config_name=config_name, overrides=overrides)
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return hydra_compose(config_name=config_name, overrides=overrides)

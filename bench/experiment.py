@@ -231,33 +231,53 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path) -> list[dict]:
     return finalize(cfg, prep, records, output_dir)
 
 
+def clean_predictions(frame, info: DatasetInfo):
+    """The clean labels, predictions and scores of every evaluated sample, from the records."""
+    import numpy as np
+
+    from bench.checks import CleanPredictions
+
+    first = frame.drop_duplicates("index").sort_values("index", kind="stable")
+    labels = np.array(first["label"].tolist())
+    preds = np.array(first["clean_pred"].tolist())
+    scores = np.array([np.asarray(s, dtype=float) for s in first["clean_scores"].tolist()])
+    return CleanPredictions(info.flag, info.size, info.task_type, info.num_classes, labels, preds, scores)
+
+
 def finalize(cfg: DictConfig, prep: Prepared, records, output_dir: str | Path) -> list[dict]:
-    """Records -> summary rows with provenance and flags -> summary.json, leaderboard, W&B."""
+    """Records -> summary rows with provenance and flags -> summary.json, the local leaderboard, W&B."""
     import datetime as dt
 
-    from bench.checks import attach_flags, run_model_checks
+    from bench.checks import attach_flags, run_model_checks, run_prediction_checks
     from bench.config import config_hash, to_dict
     from bench.evaluate import summary_rows
     from bench.leaderboard import track_path, upsert_rows
+    from bench.leaderboard.admission import battery_hash
     from bench.logging import make_sink
+    from bench.zoo import describe_training
 
     frame = records.read()
     info, card = prep.info, prep.card
     rows = summary_rows(frame, prep.plan, prep.mode, prep.battery_name if len(prep.plan) > 1 else None,
                         info.task_type, info.flag, int(cfg.seed))
+    battery = cfg.get("battery")
+    battery_cfg = to_dict(battery) if battery and battery.get("attacks") else None
     common = {
-        "dataset": info.flag, "size": info.size, "model": prep.model_id, "defense": "none", "arch": card.arch,
-        "recipe": card.recipe, "seed": int(cfg.seed), "tag": str(cfg.get("tag", "")), "config_hash": config_hash(cfg),
+        "dataset": info.flag, "size": info.size, "split": prep.split.split, "model": prep.model_id,
+        "train": describe_training(card.train) if card.train else "", "defense": "none", "arch": card.arch,
+        "recipe": card.recipe, "battery": prep.battery_name or "", "battery_hash": battery_hash(battery_cfg),
+        "seed": int(cfg.seed), "tag": str(cfg.get("tag", "")), "config_hash": config_hash(cfg),
         "weights_sha256": card.sha256, "git_commit": _git_commit(), "versions": _versions(),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
     rows = [{**common, **r} for r in rows]
     probe = slice(0, min(32, len(prep.split)))
-    model_flags = run_model_checks(prep.model, prep.split.images[probe].to(prep.device),
-                                   prep.split.labels[probe].to(prep.device), info.task)
-    attach_flags(rows, model_flags)
-    if model_flags:
-        print(f"  checks flagged the model: {', '.join(model_flags)}", flush=True)
+    fired = run_model_checks(prep.model, prep.split.images[probe].to(prep.device),
+                             prep.split.labels[probe].to(prep.device), info.task)
+    fired.update(run_prediction_checks(clean_predictions(frame, info)))
+    attach_flags(rows, list(fired))
+    for flag, why in fired.items():
+        print(f"  check {flag}: {why}", flush=True)
 
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -266,8 +286,10 @@ def finalize(cfg: DictConfig, prep: Prepared, records, output_dir: str | Path) -
         tmp = target.with_name(target.name + ".tmp")
         tmp.write_text(summary)
         tmp.replace(target)
+    written = []
     for norm in sorted({r["norm"] for r in rows}):
-        upsert_rows(track_path(cfg.paths.leaderboard_dir, info.flag, info.size, norm), [r for r in rows if r["norm"] == norm])
+        path = track_path(cfg.paths.leaderboard_dir, info.flag, info.size, norm)
+        written.append(upsert_rows(path, [r for r in rows if r["norm"] == norm]))
     sink = make_sink(to_dict(cfg.logger), to_dict(cfg), name=f"{info.track}-{prep.model_id}-{common['config_hash']}")
     try:
         sink.log_results(rows, frame, records.root / "examples.npz")
@@ -275,4 +297,21 @@ def finalize(cfg: DictConfig, prep: Prepared, records, output_dir: str | Path) -
         sink.finish()
     print(format_table(rows), flush=True)
     print(f"summary: {output_dir / 'summary.json'}", flush=True)
+    print(admission_note(rows, written), flush=True)
     return rows
+
+
+def admission_note(rows: list[dict], written: list[Path]) -> str:
+    """Where the rows went and whether the leaderboard would rank them (and how to promote them)."""
+    from bench.leaderboard import format_value
+    from bench.leaderboard.admission import admit, group_evaluations
+
+    stored = [{k: format_value(v) for k, v in r.items()} for r in rows]
+    (evaluation,) = group_evaluations(stored)
+    admission = admit(evaluation)
+    where = ", ".join(str(p) for p in written)
+    if admission.ranked:
+        return (f"leaderboard rows: {where} (local). This evaluation meets the admission rules; "
+                "`python scripts/promote.py` copies it into results/leaderboard/.")
+    return (f"leaderboard rows: {where} (local). Not rankable: {'; '.join(admission.reasons)}. "
+            "It stays out of results/ (see `python scripts/promote.py --help`).")

@@ -1,16 +1,96 @@
-"""The model zoo: where trained checkpoints live, and reuse-or-train for experiments."""
+"""The model zoo: trained checkpoints keyed by what was trained, and reuse-or-train for experiments.
+
+An entry is ``<zoo>/<flag>_<size>/<model>_seed<seed>_<train id>.safetensors`` with
+its card beside it, where the train id hashes the settings that change the weights
+(epochs, batch size, learning rate and schedule, weight decay, training subset,
+augmentation). A run asking for 100 epochs therefore never reuses a 3-epoch smoke
+model: it finds no entry with its settings, says which entries it passed over and
+how they differ, and trains its own. A reused model prints what it was trained with.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+from dataclasses import asdict, fields
 from pathlib import Path
 
-from bench.models import Classifier, ModelCard, ModelSpec, load_checkpoint
+from bench.models import Classifier, ModelCard, ModelSpec, card_path, load_checkpoint, read_card
 from bench.train import TrainConfig, train_classifier
 
+# TrainConfig fields that do not change what is learned (the seed is in the entry name, the device is not kept).
+NOT_TRAINING_SETTINGS = ("seed", "device")
+DEFAULTS = TrainConfig()
 
-def zoo_path(zoo_dir: str | Path, flag: str, size: int, model_name: str, seed: int) -> Path:
-    """``<zoo>/<flag>_<size>/<model>_seed<seed>.safetensors`` (the card sits beside it)."""
-    return Path(zoo_dir) / f"{flag}_{size}" / f"{model_name}_seed{seed}.safetensors"
+
+def training_settings(train: TrainConfig | dict) -> dict[str, object]:
+    """The settings that determine a model's weights (besides its seed), normalised; from a config or a card."""
+    given = asdict(train) if isinstance(train, TrainConfig) else dict(train)
+    settings: dict[str, object] = {}
+    for f in fields(TrainConfig):
+        if f.name in NOT_TRAINING_SETTINGS:
+            continue
+        value = given.get(f.name, getattr(DEFAULTS, f.name))
+        if f.name == "milestones":
+            value = [float(m) for m in value]
+        elif f.name in ("lr", "weight_decay", "gamma"):
+            value = float(value)
+        elif f.name in ("epochs", "batch_size"):
+            value = int(value)
+        elif f.name == "n_train":
+            value = None if value is None else int(value)
+        settings[f.name] = value
+    return settings
+
+
+def train_id(train: TrainConfig | dict) -> str:
+    """8 hex digits naming the training settings (same settings, same id)."""
+    blob = json.dumps(training_settings(train), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:8]
+
+
+def describe_training(train: TrainConfig | dict) -> str:
+    """``epochs=30 augment=none n_train=all lr=0.001 ...``: what a model was trained with, for people."""
+    s = training_settings(train)
+    milestones = ",".join(f"{m:g}" for m in s["milestones"])  # type: ignore[union-attr]
+    return (f"epochs={s['epochs']} augment={s['augment']} n_train={s['n_train'] or 'all'} lr={s['lr']:g} "
+            f"batch_size={s['batch_size']} weight_decay={s['weight_decay']:g} milestones={milestones} gamma={s['gamma']:g}")
+
+
+def difference(wanted: TrainConfig | dict, found: TrainConfig | dict) -> str:
+    """``epochs: 3 there, 100 asked for; ...``: how two trainings differ."""
+    a, b = training_settings(found), training_settings(wanted)
+    return "; ".join(f"{k}: {a[k]} there, {b[k]} asked for" for k in a if a[k] != b[k])
+
+
+def zoo_path(zoo_dir: str | Path, flag: str, size: int, model_name: str, train: TrainConfig) -> Path:
+    """``<zoo>/<flag>_<size>/<model>_seed<seed>_<train id>.safetensors`` (the card sits beside it)."""
+    return Path(zoo_dir) / f"{flag}_{size}" / f"{model_name}_seed{train.seed}_{train_id(train)}.safetensors"
+
+
+def entries(zoo_dir: str | Path, flag: str, size: int, model_name: str, seed: int) -> list[Path]:
+    """Every checkpoint of ``model_name`` with ``seed`` in the zoo, however trained (older unkeyed names too)."""
+    folder = Path(zoo_dir) / f"{flag}_{size}"
+    names = [f"{model_name}_seed{seed}.safetensors", *(p.name for p in folder.glob(f"{model_name}_seed{seed}_*.safetensors"))]
+    return sorted({folder / n for n in names if (folder / n).exists() and card_path(folder / n).exists()})
+
+
+def find_trained(zoo_dir: str | Path, flag: str, size: int, model_name: str, train: TrainConfig) -> tuple[Path | None, list[str]]:
+    """The entry trained with exactly ``train``'s settings (or None), and why each other entry was passed over."""
+    wanted = train_id(train)
+    skipped = []
+    for path in entries(zoo_dir, flag, size, model_name, train.seed):
+        card_train = read_card(path).train
+        if train_id(card_train) == wanted:
+            return path, skipped
+        skipped.append(f"{path.name} ({difference(train, card_train)})")
+    return None, skipped
+
+
+def reuse_message(path: Path, card: ModelCard) -> str:
+    acc, auc = card.metrics.get("test_acc"), card.metrics.get("test_auc")
+    quality = f"; test acc {acc:.3f}, AUC {auc:.3f}" if acc is not None and auc is not None else ""
+    return f"reusing trained model {path}: trained with {describe_training(card.train)}{quality}"
 
 
 def get_or_train(
@@ -24,13 +104,18 @@ def get_or_train(
     num_classes: int,
     command: str = "",
 ) -> tuple[Classifier, ModelCard, Path]:
-    """Load the zoo's checkpoint for this (dataset, size, model, seed), training it first if absent."""
-    path = zoo_path(zoo_dir, flag, size, spec.name, train_cfg.seed)
-    if path.exists():
-        print(f"reusing trained model {path}", flush=True)
-        model, card = load_checkpoint(path, in_chans, num_classes)
-        return model, card, path
-    print(f"no trained model at {path}; training {spec.name} on {flag}_{size} ({train_cfg.epochs} epochs)", flush=True)
+    """Load the zoo's model trained with exactly ``train_cfg``'s settings, training it first if there is none."""
+    found, skipped = find_trained(zoo_dir, flag, size, spec.name, train_cfg)
+    if found is not None:
+        model, card = load_checkpoint(found, in_chans, num_classes)
+        print(reuse_message(found, card), flush=True)
+        return model, card, found
+    path = zoo_path(zoo_dir, flag, size, spec.name, train_cfg)
+    for entry in skipped:
+        print(f"not reusing {entry}", flush=True)
+    print(f"no trained model with these settings at {path}; training {spec.name} on {flag}_{size} "
+          f"({describe_training(train_cfg)})", flush=True)
     train_classifier(spec, flag, size, root, train_cfg, path, command=command)
     model, card = load_checkpoint(path, in_chans, num_classes)
     return model, card, path
+

@@ -22,7 +22,7 @@ def main(cfg: DictConfig) -> None:
     info = dataset_info_from_cfg(cfg)
     spec = model_spec_from_cfg(cfg)
     train_cfg = train_config_from_cfg(cfg)
-    out = zoo_path(cfg.paths.zoo_dir, info.flag, info.size, spec.name, train_cfg.seed)
+    out = zoo_path(cfg.paths.zoo_dir, info.flag, info.size, spec.name, train_cfg)
     command = "python scripts/train.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     train_classifier(spec, info.flag, info.size, cfg.data.root, train_cfg, out, command=command)
 

@@ -110,3 +110,39 @@ def trained_breast(real_root, tmp_path_factory):
     train_classifier(spec, "breastmnist", 28, real_root, TrainConfig(epochs=8, seed=0), out)
     model, card = load_checkpoint(out, 1, 2)
     return model, card, out
+
+
+# ------------------------------------------------------------------------------------------------
+# leaderboard rows, as a finished run writes them
+# ------------------------------------------------------------------------------------------------
+STANDARD_EPS = ((1 / 255, "1/255"), (2 / 255, "2/255"), (4 / 255, "4/255"), (8 / 255, "8/255"))
+
+
+def board_row(**overrides) -> dict:
+    """One complete leaderboard row (every required column filled); ``overrides`` set any column."""
+    from bench.leaderboard import COLUMNS
+
+    row = dict.fromkeys(COLUMNS, "")
+    row.update(
+        date="2026-12-01T00:00:00+00:00", dataset="breastmnist", size=28, split="test", model="resnet18_28_seed0",
+        train="epochs=100 augment=none n_train=all", defense="none", arch="resnet18", recipe="cifar_stem",
+        attack="battery:standard", kind="battery", norm="linf", eps=2 / 255, eps_label="2/255", battery="standard",
+        battery_hash="", n=156, seed=0, clean_acc=0.85, robust_acc=0.5, robust_acc_lo=0.42, robust_acc_hi=0.58,
+        asr=0.4, asr_lo=0.3, asr_hi=0.5, clean_auc=0.9, adv_auc=0.6, flags="", tag="test", config_hash="cfg0",
+        weights_sha256="ab" * 32, git_commit="0123456789ab", versions="torch=2.14.1",
+    )
+    row.update(overrides)
+    return row
+
+
+def evaluation_rows(robust: tuple[float, ...] = (0.6, 0.4, 0.2, 0.05), standard: bool = True, **overrides) -> list[dict]:
+    """The battery rows of one evaluation at the standard epsilons (the standard battery's hash when ``standard``)."""
+    from bench.leaderboard.admission import standard_battery
+
+    overrides.setdefault("battery_hash", standard_battery("linf")[1] if standard else "0000quick000")
+    if not standard:
+        overrides.setdefault("battery", "quick")
+        overrides.setdefault("attack", "battery:quick")
+    return [board_row(eps=eps, eps_label=label, robust_acc=acc, robust_acc_lo=max(0.0, acc - 0.07),
+                      robust_acc_hi=min(1.0, acc + 0.07), **overrides)
+            for (eps, label), acc in zip(STANDARD_EPS, robust)]

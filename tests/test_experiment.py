@@ -18,7 +18,7 @@ SUMMARY_KEYS = {"dataset", "model", "attack", "norm", "eps", "n", "clean_acc", "
 
 
 def run_script(script: str, *overrides: str, tmp: Path, root: Path) -> subprocess.CompletedProcess:
-    paths = [f"paths.zoo_dir={tmp / 'zoo'}", f"paths.results_dir={tmp / 'results'}", f"paths.output_root={tmp / 'out'}"]
+    paths = [f"paths.zoo_dir={tmp / 'zoo'}", f"paths.output_root={tmp / 'out'}"]  # rows go to <out>/leaderboard
     env = {**os.environ, "MEDMNIST_ROOT": str(root), "WANDB_SILENT": "true"}
     return subprocess.run([sys.executable, str(REPO / "scripts" / script), *overrides, *paths],
                           capture_output=True, text=True, env=env, timeout=900)
@@ -27,9 +27,25 @@ def run_script(script: str, *overrides: str, tmp: Path, root: Path) -> subproces
 TINY = ("train.epochs=1", "train.n_train=64", "dataset.n_examples=16")
 
 
+def results_state() -> tuple[str, dict[str, str]]:
+    """git's view of the tracked results/ folder, and a digest of every file in it."""
+    import hashlib
+
+    status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all", "--", "results"], cwd=REPO,
+                            capture_output=True, text=True, check=True).stdout
+    files = {str(p.relative_to(REPO)): hashlib.sha256(p.read_bytes()).hexdigest()
+             for p in sorted((REPO / "results").rglob("*")) if p.is_file()}
+    return status, files
+
+
 def test_quickstart_end_to_end(real_root, tmp_path):
+    before = results_state()
     proc = run_script("attack.py", "experiment=quickstart", *TINY, tmp=tmp_path, root=real_root)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    # a smoke run never touches the tracked results: its rows go to the local leaderboard, and it says why
+    # they would not be ranked
+    assert results_state() == before, "a smoke run changed results/"
+    assert "Not rankable:" in proc.stdout and "not the standard battery" in proc.stdout
     assert "robust_acc" in proc.stdout and "battery:quick" in proc.stdout
     summaries = list((tmp_path / "out" / "runs").rglob("summary.json"))
     assert len(summaries) == 1
@@ -47,7 +63,7 @@ def test_quickstart_end_to_end(real_root, tmp_path):
         battery = next(r for r in at if r["attack"] == "battery:quick")
         assert battery["robust_acc"] == min(r["robust_acc"] for r in at)
     # the same rows went to the leaderboard track
-    with open(tmp_path / "results" / "leaderboard" / "breastmnist_28_linf.csv") as fh:
+    with open(tmp_path / "out" / "leaderboard" / "breastmnist_28_linf.csv") as fh:
         board = list(csv.DictReader(fh))
     assert len(board) == len(rows)
     # an offline W&B run holding the config and the metrics
@@ -58,8 +74,9 @@ def test_quickstart_end_to_end(real_root, tmp_path):
     # a second run reuses the trained model and replaces (not duplicates) its leaderboard rows
     again = run_script("attack.py", "experiment=quickstart", *TINY, tmp=tmp_path, root=real_root)
     assert again.returncode == 0 and "reusing trained model" in again.stdout
+    assert "trained with epochs=1 augment=flip_shift n_train=64" in again.stdout  # a reused model says how it was made
     assert "resuming: 1 of 1 batches already in" in again.stdout  # nothing is attacked twice
-    with open(tmp_path / "results" / "leaderboard" / "breastmnist_28_linf.csv") as fh:
+    with open(tmp_path / "out" / "leaderboard" / "breastmnist_28_linf.csv") as fh:
         assert len(list(csv.DictReader(fh))) == len(rows)
 
 
@@ -70,8 +87,8 @@ def test_quickstart_on_another_dataset(tmp_path):
     proc = run_script("attack.py", "experiment=quickstart", "dataset=pneumoniamnist", "logger=none", *TINY,
                       tmp=tmp_path, root=root)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert (tmp_path / "zoo" / "pneumoniamnist_28" / "resnet18_28_seed0.safetensors").exists()
-    assert (tmp_path / "results" / "leaderboard" / "pneumoniamnist_28_linf.csv").exists()
+    assert len(list((tmp_path / "zoo" / "pneumoniamnist_28").glob("resnet18_28_seed0_*.safetensors"))) == 1
+    assert (tmp_path / "out" / "leaderboard" / "pneumoniamnist_28_linf.csv").exists()
 
 
 def test_multirun_over_two_attacks(real_root, tmp_path):
@@ -88,10 +105,31 @@ def test_train_script_writes_checkpoint_and_card(real_root, tmp_path):
     proc = run_script("train.py", "model=resnet18_native", "train.epochs=2", tmp=tmp_path, root=real_root)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "epoch   2/2" in proc.stdout and "val_auc" in proc.stdout
-    card = json.loads((tmp_path / "zoo" / "breastmnist_28" / "resnet18_native_seed0.json").read_text())
+    (card_file,) = (tmp_path / "zoo" / "breastmnist_28").glob("resnet18_native_seed0_*.json")
+    card = json.loads(card_file.read_text())
     assert card["dataset"] == "breastmnist" and card["arch"] == "resnet18" and len(card["sha256"]) == 64
     assert {"val_auc", "val_acc", "test_auc", "test_acc"} <= set(card["metrics"])
     assert card["train"]["command"].startswith("python scripts/train.py")
+
+
+def test_a_model_trained_with_other_settings_is_not_reused(real_root, tmp_path):
+    """The zoo is keyed by the training settings: a 1-epoch entry is passed over, by name, for a 2-epoch request."""
+    cheap = ("model=resnet18_native", "train.n_train=64", "dataset.n_examples=8", "attack=fgsm", "logger=none")
+    first = run_script("attack.py", *cheap, "train.epochs=1", tmp=tmp_path, root=real_root)
+    assert first.returncode == 0, first.stderr[-3000:]
+    second = run_script("attack.py", *cheap, "train.epochs=2", tmp=tmp_path, root=real_root)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "reusing trained model" not in second.stdout
+    assert "not reusing resnet18_native_seed0_" in second.stdout and "(epochs: 1 there, 2 asked for)" in second.stdout
+    zoo = sorted((tmp_path / "zoo" / "breastmnist_28").glob("resnet18_native_seed0_*.safetensors"))
+    assert len(zoo) == 2  # both trainings are kept, each under its own training id
+    epochs = sorted(json.loads(p.with_suffix(".json").read_text())["train"]["epochs"] for p in zoo)
+    assert epochs == [1, 2]
+    again = run_script("attack.py", *cheap, "train.epochs=1", tmp=tmp_path, root=real_root)
+    assert "reusing trained model" in again.stdout and "trained with epochs=1 " in again.stdout
+    rows = list(csv.DictReader(open(tmp_path / "out" / "leaderboard" / "breastmnist_28_linf.csv")))
+    assert {r["train"].split()[0] for r in rows} == {"epochs=1", "epochs=2"}  # the two models' rows coexist
+    assert len({r["weights_sha256"] for r in rows}) == 2
 
 
 @pytest.mark.parametrize(
@@ -113,7 +151,7 @@ def test_bad_input_fails_clearly_and_writes_nothing(real_root, tmp_path, overrid
     proc = run_script("attack.py", *override.split(), "logger=none", *cheap, tmp=tmp_path, root=real_root)
     assert proc.returncode != 0
     assert message in proc.stderr + proc.stdout
-    assert not (tmp_path / "results").exists()
+    assert not (tmp_path / "out" / "leaderboard").exists()
     assert not list(tmp_path.rglob("summary.json"))
 
 

@@ -17,41 +17,41 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bench.leaderboard import COLUMNS, LeaderboardSchemaError, track_path, upsert_rows
+from bench.leaderboard import LeaderboardSchemaError, track_path, upsert_rows
+from bench.leaderboard.admission import standard_battery
 from bench.report import (
     MARK_END, MARK_START, ReportError, Track, example_grid, load_tracks, ranking_rows, render_html, render_markdown,
     save_example_grid, update_readme_block, write_all,
 )
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from browser import INSTALL_HINT, Browser, find_chromium  # noqa: E402
+from tests.browser import INSTALL_HINT, Browser, find_chromium
+from tests.conftest import STANDARD_EPS, board_row, evaluation_rows
 
 REPO = Path(__file__).resolve().parent.parent
 DATASETS = ("breastmnist", "pneumoniamnist")
+FULL_TEST = {"breastmnist": 156, "pneumoniamnist": 624}
 MODELS = ("resnet18_28", "vit_tiny")
-EPS = ((1 / 255, "1/255"), (2 / 255, "2/255"), (4 / 255, "4/255"), (8 / 255, "8/255"))
+EPS = STANDARD_EPS
 ATTACKS = (("apgd_ce", "gradient"), ("square_linf", "score"), ("battery:standard", "battery"))
 FLAGS = "zero_grad;robust_acc_rises_with_eps"
-FLAGGED = ("pneumoniamnist", "vit_tiny", "battery:standard", "2/255")  # the one flagged row
+FLAGGED = ("pneumoniamnist", "vit_tiny", "battery:standard", "2/255")  # the one flagged row: its model is unranked
 
 
 def synthetic_row(dataset: str, model: str, attack: str, kind: str, eps: float, label: str) -> dict:
-    """A leaderboard row whose robust accuracy falls with eps and differs by model and attack."""
+    """A standard-battery, full-split leaderboard row whose robust accuracy falls with eps and differs by model."""
     i = EPS.index((eps, label))
     base = {"resnet18_28": 0.62, "vit_tiny": 0.55}[model] + (0.05 if dataset == "breastmnist" else 0.0)
     robust = round(base - 0.11 * i - (0.03 if kind == "battery" else 0.0) - (0.01 if attack == "apgd_ce" else 0), 3)
-    row = {c: "" for c in COLUMNS}
-    row.update(
-        date="2026-11-27", dataset=dataset, size=28, model=model, defense="none", arch=model.split("_")[0],
-        recipe=model, attack=attack, kind=kind, norm="linf", eps=eps, eps_label=label, n=156, seed=0,
+    return board_row(
+        dataset=dataset, model=model, arch=model.split("_")[0], recipe=model, attack=attack, kind=kind, eps=eps,
+        eps_label=label, n=FULL_TEST[dataset], battery_hash=standard_battery("linf")[1],
         clean_acc=round(base + 0.2, 3), robust_acc=robust, robust_acc_lo=round(robust - 0.07, 3),
         robust_acc_hi=round(robust + 0.07, 3), asr=round(1 - robust / (base + 0.2), 3), asr_lo=0.1, asr_hi=0.9,
         clean_auc=0.9, adv_auc=round(0.9 - 0.1 * i, 3), linf_median=eps, l2_median=0.5 * i,
         queries_median=100 if kind == "score" else "",
         flags=FLAGS if (dataset, model, attack, label) == FLAGGED else "",
-        tag="test", config_hash=f"cfg{MODELS.index(model)}", git_commit="0123456789abcdef", versions="torch=2",
+        config_hash=f"cfg{MODELS.index(model)}",
     )
-    return row
 
 
 def write_synthetic(leaderboard_dir: Path) -> list[dict]:
@@ -118,6 +118,21 @@ def test_markdown_lists_every_model_keeps_intro_and_is_stable(rendered):
     assert {p: p.read_bytes() for p in again} == before, "a rerun on the same input must give identical bytes"
 
 
+def test_markdown_prints_the_rules_and_says_why_an_evaluation_is_unranked(rendered):
+    text = (rendered["out"] / "README.md").read_text()
+    from bench.checks import CHECKS
+    from bench.leaderboard.admission import RULES
+
+    for rule in RULES.values():
+        assert f"**{rule.name}**: {rule.text}" in text
+    for check in CHECKS.values():
+        assert f"| `{check.name}` | {check.scope} |" in text and check.threshold in text
+    pneumonia = text[text.index("## pneumoniamnist"):]
+    ranking, unranked = pneumonia.split("**Unranked** (1)")
+    assert "| 1 | resnet18_28 |" in ranking and "vit_tiny" not in ranking.split("<details>")[0]
+    assert "| vit_tiny | none | battery:standard | 624 |" in unranked and "flagged zero_grad" in unranked
+
+
 def test_readme_block_creates_appends_and_refuses_broken_markers(tmp_path):
     block = render_markdown([])
     assert block.startswith(MARK_START) and block.endswith(MARK_END + "\n") and "No leaderboard tracks yet" in block
@@ -137,9 +152,25 @@ def test_ranking_orders_by_largest_eps_and_uses_battery_rows(rendered):
     assert [(e.rank, e.model, e.attack) for e in entries] == [
         (1, "resnet18_28", "battery:standard"), (2, "vit_tiny", "battery:standard")
     ]
-    no_battery = [r for r in tracks[0].rows if r["kind"] != "battery"]
-    _, fallback = ranking_rows(no_battery)
-    assert len(fallback) == 4  # 2 models x 2 attacks: every row ranks when a track has no battery
+    _, pneumonia = ranking_rows(tracks[1].rows)
+    assert [(e.rank, e.model) for e in pneumonia] == [(1, "resnet18_28"), (None, "vit_tiny")]
+    assert pneumonia[1].admission.reasons == ("flagged zero_grad",)
+    assert pneumonia[1].admission.warnings == ("robust_acc_rises_with_eps",)
+
+
+def test_unranked_evaluations_never_outrank_a_standard_full_split_one_whatever_their_numbers():
+    """A quick battery, a subset and a constant predictor all score 1.0, and all rank below a 0.05 standard row."""
+    honest = evaluation_rows((0.3, 0.2, 0.1, 0.05), model="honest_seed0", config_hash="std")
+    quick = evaluation_rows((1.0,) * 4, standard=False, model="smoke_seed0", config_hash="quick")
+    subset = evaluation_rows((1.0,) * 4, model="subset_seed0", config_hash="sub", n=64)
+    constant = evaluation_rows((1.0,) * 4, model="constant_seed0", config_hash="const", flags="constant_predictor")
+    _, entries = ranking_rows(quick + subset + constant + honest)
+    assert [(e.rank, e.model) for e in entries][0] == (1, "honest_seed0")
+    assert {e.model: e.rank for e in entries[1:]} == {"smoke_seed0": None, "subset_seed0": None, "constant_seed0": None}
+    reasons = {e.model: " ".join(e.admission.reasons) for e in entries}
+    assert "not the standard battery" in reasons["smoke_seed0"]
+    assert "n=64 is a subset of the 156-image test split" in reasons["subset_seed0"]
+    assert "flagged constant_predictor" in reasons["constant_seed0"]
 
 
 def test_html_escapes_csv_text():
@@ -157,6 +188,37 @@ def test_figures_are_valid_pngs(rendered):
     for dataset in DATASETS:
         assert_png(figures / f"robust_vs_eps_{dataset}_28_linf.png")
     assert_png(figures / "examples_breastmnist_28_resnet18_28.png")
+
+
+def test_robust_vs_eps_lines_join_only_measured_epsilons_and_nothing_is_clipped():
+    """A quick battery measured at 2/255 and 8/255 is drawn as points with gaps, never a line across 4/255."""
+    from bench.report.figures import robust_vs_eps_figure
+
+    standard = evaluation_rows((0.6, 0.4, 0.2, 0.05), model="standard_seed0", config_hash="std")
+    quick = [r for r in evaluation_rows((0.7, 0.5, 0.3, 0.1), standard=False, model="smoke_seed0", config_hash="q",
+                                        n=16) if r["eps_label"] in ("2/255", "8/255")]
+    track = Track("breastmnist_28_linf", "breastmnist", "28", "linf", Path("t.csv"),
+                  tuple({k: str(v) for k, v in r.items()} for r in standard + quick))
+    fig = robust_vs_eps_figure(track)
+    ax = fig.axes[0]
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert set(lines) == {"standard_seed0 (battery:standard, n=156)", "smoke_seed0 (battery:quick, n=16) [unranked]"}
+    smoke = lines["smoke_seed0 (battery:quick, n=16) [unranked]"]
+    ys = np.asarray(smoke.get_ydata(), dtype=float)  # clean, 1/255, 2/255, 4/255, 8/255
+    assert np.isnan(ys[[1, 3]]).all() and np.isfinite(ys[[0, 2, 4]]).all()
+    assert smoke.get_linestyle() == "--" and lines["standard_seed0 (battery:standard, n=156)"].get_linestyle() == "-"
+    assert np.isfinite(np.asarray(lines["standard_seed0 (battery:standard, n=156)"].get_ydata(), dtype=float)).all()
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)  # the canvas savefig draws on
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    box = fig.bbox
+    texts = [ax.title, ax.xaxis.label, ax.yaxis.label, *fig.legends[0].get_texts()]
+    for text in texts:
+        extent = text.get_window_extent(renderer)
+        assert box.x0 <= extent.x0 and extent.x1 <= box.x1 and box.y0 <= extent.y0 and extent.y1 <= box.y1, \
+            f"{text.get_text()!r} is clipped: {extent} outside {box}"
 
 
 def test_example_grid_shape_and_visible_perturbation(tmp_path):
@@ -216,6 +278,7 @@ def test_page_in_headless_chromium(rendered, tmp_path):
     chromium_or_skip()
     page = rendered["out"] / "leaderboard.html"
     battery = [r for r in rendered["rows"] if r["kind"] == "battery"]
+    ranked_battery = [r for r in battery if (r["dataset"], r["model"]) != FLAGGED[:2]]
     with Browser.start(tmp_path / "browser") as browser:
         browser.get(page.resolve().as_uri())
         shot = browser.screenshot(tmp_path / "leaderboard.png")
@@ -223,12 +286,25 @@ def test_page_in_headless_chromium(rendered, tmp_path):
         ratio = browser.execute("return window.devicePixelRatio")
         assert_png(shot, (round(width * ratio), round(height * ratio)))
         assert width == 1400
+        # the page fits the window: wide tables scroll inside their own box, never the page
+        assert browser.execute("return document.documentElement.scrollWidth") <= width
+        for col in ("rank", "status", "model", "battery", "n", "robust_acc", "flags"):
+            right = browser.execute(f"return document.querySelector('th[data-col={col}]').getBoundingClientRect().right")
+            assert right <= width, f"column {col} is cut off at {right}px"
+        assert browser.execute("var w = document.getElementById('table-wrap'); return getComputedStyle(w).overflowX") == "auto"
+        assert browser.displayed(browser.find("#rules")) and "standard_battery" in browser.text(browser.find("#rules"))
 
         rows = browser.find_all("tr.row")
         assert len(rows) == len(rendered["rows"])
-        assert browser.execute(VISIBLE + ".length") == len(battery) == 16
-        assert browser.text(browser.find("#row-count")) == f"16 of {len(rendered['rows'])} rows shown"
+        assert browser.execute(VISIBLE + ".length") == len(ranked_battery) == 12  # ranked evaluations' worst case
+        assert browser.text(browser.find("#row-count")) == f"12 of {len(rendered['rows'])} rows shown"
+        assert set(visible_cells(browser, "status")) == {"ranked"} and set(visible_cells(browser, "battery")) == {"standard"}
 
+        browser.click(browser.find("#filter-ranked"))  # the unranked evaluation appears, with its reason
+        assert browser.execute(VISIBLE + ".length") == len(battery) == 16
+        status = browser.find("tr.row[data-ranked='0'] td[data-col=status]")
+        assert browser.text(status).startswith("unranked: flagged zero_grad")
+        assert "not ranked: flagged zero_grad" in browser.attribute(status, "title")
         badge = browser.find("tr.row span.flag.flag-zero_grad")
         assert browser.displayed(badge) and browser.text(badge) == "zero_grad"
         assert "gradients vanish" in browser.attribute(badge, "title")

@@ -20,7 +20,7 @@ from bench.config import CONF_DIR
 from bench.errors import CheckpointError, unknown_choice
 from bench.models import Classifier, ModelSpec, build_model, load_checkpoint
 from bench.train import TrainConfig
-from bench.zoo import get_or_train, zoo_path
+from bench.zoo import entries, get_or_train, zoo_path
 
 IF_MISSING = ("error", "train", "random")
 QUICK_EPOCHS = 3  # a model trained this briefly is flagged as a timing stand-in
@@ -56,12 +56,16 @@ def load_model(
     if if_missing not in IF_MISSING:
         raise unknown_choice("--if-missing", if_missing, IF_MISSING)
     spec = model_spec(name)
-    path = zoo_path(zoo, flag, size, spec.name, seed)
-    existed = path.exists()
+    existing = entries(zoo, flag, size, spec.name, seed)  # however trained (the newest): timing needs the recipe, not the budget
+    path = max(existing, key=lambda p: p.stat().st_mtime) if existing else zoo_path(zoo, flag, size, spec.name, TrainConfig(epochs=train_epochs, seed=seed))
+    existed = bool(existing)
     if existed or if_missing == "train":
         try:
-            model, card, path = get_or_train(spec, flag, size, data_root, TrainConfig(epochs=train_epochs, seed=seed, device=device),
-                                             zoo, in_chans, num_classes)
+            if existed:
+                model, card = load_checkpoint(path, in_chans, num_classes)
+            else:
+                model, card, path = get_or_train(spec, flag, size, data_root, TrainConfig(epochs=train_epochs, seed=seed, device=device),
+                                                 zoo, in_chans, num_classes)
             epochs = int(card.train.get("epochs", 0) or 0)
             how = f"trained {epochs} epoch(s)" + ("" if existed else " by this run")
             if epochs <= QUICK_EPOCHS:

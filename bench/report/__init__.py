@@ -29,7 +29,7 @@ from bench.report.markdown import (
 from bench.report.page import HTML_COLUMNS, render_html
 from bench.report.tracks import (
     FLAG_HELP, REGENERATE, UNKNOWN_FLAG_HELP, RankedEntry, ReportError, Row, Track, eps_key, eps_text, flag_list, fmt,
-    fmt_ci, is_battery, load_tracks, num, primary_rows, ranking_rows,
+    fmt_ci, is_battery, load_tracks, num, ranking_rows,
 )
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.atomic import atomic_write
-from bench.report.tracks import Track, is_battery, num, ranking_rows
+from bench.report.tracks import RankedEntry, Track, num, ranking_rows
 
 # Per-sample "magnified perturbation" panels: max |delta| of each panel maps to full range, grey = 0.
 DELTA_CAPTION = "perturbation magnified: each panel scaled so max |delta| is full range, grey 0.5 = no change"
@@ -35,51 +35,58 @@ def _png_bytes(fig) -> bytes:
     return buffer.getvalue()
 
 
-def _series_label(key: tuple[str, str, str, str], keys: Sequence[tuple[str, str, str, str]]) -> str:
-    """model (+defense); the attack and config hash only where needed to tell lines apart."""
-    model, defense, attack, config = key
-    label = model if defense in ("", "none") else f"{model} + {defense}"
-    same = [k for k in keys if k[:2] == key[:2]]
-    if len(same) > 1:
-        label += f" [{attack}]"
-        if len([k for k in same if k[2] == attack]) > 1:
-            label += f" {config[:7]}"
-    return label
+def _series_label(entry: RankedEntry, entries: Sequence[RankedEntry]) -> str:
+    """model (+defense), battery or attack, n; the config hash only where needed to tell lines apart."""
+    label = entry.model if entry.defense in ("", "none") else f"{entry.model} + {entry.defense}"
+    label += f" ({entry.attack}, n={entry.n})"
+    twins = [e for e in entries if (e.model, e.defense, e.attack, e.n) == (entry.model, entry.defense, entry.attack, entry.n)]
+    if len(twins) > 1:
+        label += f" {entry.config_hash[:7]}"
+    return label if entry.ranked else label + " [unranked]"
 
 
-def plot_robust_vs_eps(track: Track) -> bytes:
-    """PNG bytes: robust accuracy vs epsilon per model/defense (95% CI band), clean accuracy at eps = 0."""
+def robust_vs_eps_figure(track: Track):
+    """Robust accuracy vs epsilon per evaluation (95% CI band), clean accuracy at eps = 0, as a matplotlib Figure.
+
+    Lines join only epsilons an evaluation measured: where it lacks one of the track's epsilons the
+    line breaks (a lone marker stays), so no value is drawn that nobody measured. Ranked evaluations
+    are solid, unranked ones dashed and marked in the legend, which also names n and the battery.
+    """
     columns, entries = ranking_rows(track.rows)
-    fig = _figure()(figsize=(7.0, 4.5))
+    finite = [(k, label) for k, label in columns if math.isfinite(num(k) or math.nan)]  # no place for eps=inf
+    fig = _figure()(figsize=(8.0, 4.8), layout="constrained")
     ax = fig.add_subplot()
-    keys = [(e.model, e.defense, e.attack, e.config_hash) for e in entries]
-    for e, key in zip(entries, keys):
-        xs, ys, lo, hi = [], [], [], []
+    for e in entries:
         clean = num(e.clean_acc)
-        if clean is not None:
-            xs.append(0.0), ys.append(clean), lo.append(clean), hi.append(clean)
-        for k, _ in columns:
+        xs, ys, lo, hi = [0.0], [math.nan if clean is None else clean], [clean], [clean]
+        for k, _ in finite:
             r = e.by_eps.get(k)
             y = None if r is None else num(r["robust_acc"])
-            if r is None or y is None or not math.isfinite(num(k) or math.nan):
-                continue  # an unbounded budget has no place on a linear axis
-            xs.append(float(k)), ys.append(y)
-            lo.append(num(r["robust_acc_lo"]) if num(r["robust_acc_lo"]) is not None else y)
-            hi.append(num(r["robust_acc_hi"]) if num(r["robust_acc_hi"]) is not None else y)
-        (line,) = ax.plot(xs, ys, marker="o", label=_series_label(key, keys))
-        ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.18, linewidth=0)
-    ticks = [(0.0, "0\n(clean)")] + [(float(k), label) for k, label in columns if math.isfinite(num(k) or math.nan)]
+            xs.append(float(k))
+            ys.append(math.nan if y is None else y)
+            lo.append(y if r is None or num(r["robust_acc_lo"]) is None else num(r["robust_acc_lo"]))
+            hi.append(y if r is None or num(r["robust_acc_hi"]) is None else num(r["robust_acc_hi"]))
+        band_lo = [math.nan if v is None else v for v in lo]
+        band_hi = [math.nan if v is None else v for v in hi]
+        style = {} if e.ranked else {"linestyle": "--", "alpha": 0.75}
+        (line,) = ax.plot(xs, ys, marker="o", label=_series_label(e, entries), **style)
+        ax.fill_between(xs, band_lo, band_hi, color=line.get_color(), alpha=0.18 if e.ranked else 0.08, linewidth=0)
+    ticks = [(0.0, "0\n(clean)")] + [(float(k), label) for k, label in finite]
     ax.set_xticks([t for t, _ in ticks], [label for _, label in ticks], rotation=45 if len(ticks) > 6 else 0)
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel(f"epsilon ({track.norm})")
     ax.set_ylabel("robust accuracy")
-    kind = "battery worst case" if any(is_battery(r) for r in track.rows) else "every attack"
-    ax.set_title(f"{track.title}: robust accuracy vs epsilon ({kind}; band = 95% CI)", fontsize=10)
+    ax.set_title(textwrap.fill(f"{track.title}: robust accuracy vs epsilon (worst case over each evaluation's "
+                               "battery; band = 95% CI; dashed = unranked)", width=80), fontsize=10)
     ax.grid(alpha=0.3)
     if entries:
-        ax.legend(fontsize=8, loc="best")
-    fig.tight_layout()
-    return _png_bytes(fig)
+        fig.legend(fontsize=8, loc="outside lower center", ncols=1 if len(entries) < 4 else 2)
+    return fig
+
+
+def plot_robust_vs_eps(track: Track) -> bytes:
+    """PNG bytes of :func:`robust_vs_eps_figure`."""
+    return _png_bytes(robust_vs_eps_figure(track))
 
 
 def _rgb(img: np.ndarray) -> np.ndarray:

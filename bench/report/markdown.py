@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+from bench.leaderboard.admission import rules_markdown
 from bench.report.tracks import (
-    FLAG_HELP, REGENERATE, ReportError, Row, Track, eps_text, flag_list, fmt, fmt_ci, is_battery, num, ranking_rows,
+    REGENERATE, RankedEntry, ReportError, Row, Track, eps_text, flag_list, fmt, fmt_ci, is_battery, num, ranking_rows,
 )
 
 MARK_START = "<!-- leaderboard:start -->"
@@ -37,36 +38,49 @@ def _detail_order(r: Row) -> tuple:
     return (r["model"], r["defense"], r["config_hash"], not is_battery(r), r["attack"], num(r["eps"]) or 0.0)
 
 
+def _eps_cells(entry: RankedEntry, columns: Sequence[tuple[str, str]]) -> list[str]:
+    cells = []
+    for key, _ in columns:
+        r = entry.by_eps.get(key)
+        cells.append("" if r is None else fmt_ci(r["robust_acc"], r["robust_acc_lo"], r["robust_acc_hi"]))
+    return cells
+
+
 def render_track_markdown(track: Track) -> str:
-    """The ranking table and the every-attack detail table of one track."""
+    """The ranking, the unranked evaluations with their reasons, and the every-attack detail table of one track."""
     lines = [f"## {track.title}", ""]
     if not track.rows:
         return "\n".join(lines + [f"_No rows yet in `{track.path.name}`._", ""])
     columns, entries = ranking_rows(track.rows)
-    battery = any(is_battery(r) for r in track.rows)
+    ranked = [e for e in entries if e.ranked]
+    unranked = [e for e in entries if not e.ranked]
+    eps_header = [f"eps {label}" for _, label in columns]
     lines += [
         f"![robust accuracy vs epsilon, {track.title}](figures/robust_vs_eps_{track.name}.png)",
         "",
-        ("Ranking of the battery rows (per-sample worst case over the battery)" if battery
-         else "Ranking of all rows (this track has no battery rows)")
-        + ", by robust accuracy at the largest epsilon, then the next. Robust accuracy: value [95% bootstrap CI].",
+        "Ranking of the evaluations that meet the admission rules (above), by the standard battery's robust "
+        "accuracy (per-sample worst case) at the largest epsilon, then the next. Robust accuracy: value "
+        "[95% bootstrap CI]. Warnings are flags that do not block ranking.",
         "",
     ]
-    header = ["rank", "model", "defense", "arch", "attack", "n", "clean_acc"]
-    header += [f"eps {label}" for _, label in columns] + ["flags", "config_hash"]
-    body = []
-    for e in entries:
-        cells = [str(e.rank), e.model, e.defense, e.arch, e.attack, e.n, fmt(e.clean_acc)]
-        for key, _ in columns:
-            r = e.by_eps.get(key)
-            cells.append("" if r is None else fmt_ci(r["robust_acc"], r["robust_acc_lo"], r["robust_acc_hi"]))
-        body.append(cells + [_md_flags(e.flags), e.config_hash])
-    lines += _md_table(header, body)
+    if ranked:
+        header = ["rank", "model", "defense", "arch", "battery", "n", "clean_acc", *eps_header, "warnings", "config_hash"]
+        body = [[str(e.rank), e.model, e.defense, e.arch, e.attack, e.n, fmt(e.clean_acc), *_eps_cells(e, columns),
+                 _md_flags(e.admission.warnings), e.config_hash] for e in ranked]
+        lines += _md_table(header, body)
+    else:
+        lines += ["_No evaluation in this track meets the admission rules yet._"]
+    if unranked:
+        lines += ["", f"**Unranked** ({len(unranked)}): kept in `{track.path.name}`, never ranked, for the reason given.", ""]
+        header = ["model", "defense", "battery or attack", "n", "clean_acc", *eps_header, "why unranked", "config_hash"]
+        body = [[e.model, e.defense, e.attack, e.n, fmt(e.clean_acc), *_eps_cells(e, columns),
+                 "; ".join(e.admission.reasons), e.config_hash] for e in unranked]
+        lines += _md_table(header, body)
     lines += ["", f"<details><summary>Every attack row of {track.title} ({len(track.rows)} rows)</summary>", ""]
-    detail_header = ["model", "defense", "attack", "eps", "robust_acc", "asr", "clean_auc", "adv_auc",
+    detail_header = ["model", "train", "defense", "attack", "eps", "n", "robust_acc", "asr", "clean_auc", "adv_auc",
                      "linf_median", "l2_median", "queries_median", "flags", "config_hash"]
     detail = [
-        [r["model"], r["defense"], r["attack"], eps_text(r),
+        [r["model"], r["train"], r["defense"], r["attack"], eps_text(r), r["n"],
          fmt_ci(r["robust_acc"], r["robust_acc_lo"], r["robust_acc_hi"]), fmt_ci(r["asr"], r["asr_lo"], r["asr_hi"]),
          fmt(r["clean_auc"]), fmt(r["adv_auc"]), fmt(r["linf_median"], 4), fmt(r["l2_median"], 4),
          fmt(r["queries_median"], 0), _md_flags(flag_list(r["flags"])), r["config_hash"]]
@@ -77,18 +91,18 @@ def render_track_markdown(track: Track) -> str:
 
 
 def render_markdown(tracks: Sequence[Track], source: str = "results/leaderboard") -> str:
-    """The generated block of results/README.md, markers included."""
+    """The generated block of results/README.md, markers included: the rules, the checks, then every track."""
     lines = [
         MARK_START,
         "<!-- Generated: do not edit between these markers; the next run overwrites it. -->",
         "",
-        f"Generated by `{REGENERATE}` from `{source}/*.csv`. Rows come from `python scripts/attack.py ...` runs; "
-        "a row's `config_hash` identifies the run (it is in that run's `summary.json`). "
-        "Interactive, sortable table: [`leaderboard.html`](leaderboard.html).",
+        f"Generated by `{REGENERATE}` from `{source}/*.csv`. Rows come from `python scripts/attack.py ...` runs, "
+        "promoted here by `python scripts/promote.py`; a row's `config_hash` identifies the run (it is in that "
+        "run's `summary.json`). Interactive, sortable table: [`leaderboard.html`](leaderboard.html).",
         "",
-        "Flags (from `bench/checks.py`) mark numbers not to trust without a look:",
+        "### Admission rules",
         "",
-        *(f"- `{name}`: {text}" for name, text in FLAG_HELP.items()),
+        *rules_markdown(),
         "",
     ]
     if not tracks:

@@ -1,11 +1,18 @@
-"""The inline stylesheet and script of the leaderboard page (sorting by a header, dataset/threat/battery filters)."""
+"""The inline stylesheet and script of the leaderboard page (sorting by a header; dataset, threat, ranked and battery filters)."""
 
 CSS = """
-body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222}
+body{font:14px/1.4 system-ui,sans-serif;margin:1em 1.2em;color:#222}
 h1{font-size:1.4em;margin:0 0 .3em}
 .controls{display:flex;gap:1.2em;align-items:center;flex-wrap:wrap;margin:.8em 0}
 table{border-collapse:collapse;font-variant-numeric:tabular-nums}
-th,td{border-bottom:1px solid #ddd;padding:.25em .4em;text-align:left;white-space:nowrap}
+.table-wrap{max-width:100%;overflow-x:auto;border:1px solid #e3e3e3;margin:.4em 0}
+td.clip{max-width:16em;overflow:hidden;text-overflow:ellipsis}
+td[data-col=status]{max-width:10em;overflow:hidden;text-overflow:ellipsis}
+td.ranked{color:#1e7d32;font-weight:600}
+td.unranked{color:#8a6d00}
+table.checks td{white-space:normal;vertical-align:top}
+#rules ol{margin:.3em 0 .6em 1.2em;padding:0;max-width:80em}
+th,td{border-bottom:1px solid #ddd;padding:.25em .35em;text-align:left;white-space:nowrap}
 th{background:#f3f3f3;cursor:pointer;user-select:none;position:sticky;top:0}
 th:hover{background:#e6e6e6}
 th .ind{display:inline-block;width:1em;color:#06c}
@@ -16,6 +23,7 @@ tr.flagged td{background:#fff4f2}
 .flag.flag-robust_acc_rises_with_eps{background:#d68910}
 .flag.flag-nondeterministic{background:#7d3c98}
 .flag.flag-unknown{background:#555}
+.flag.blocking{outline:2px solid #7b241c}
 .note{color:#666;font-size:.9em}
 """
 
@@ -56,6 +64,7 @@ JS = r"""
   var dataset = document.getElementById('filter-dataset');
   var threat = document.getElementById('filter-threat');
   var battery = document.getElementById('filter-battery');
+  var ranked = document.getElementById('filter-ranked');
   var count = document.getElementById('row-count');
   function applyFilters() {
     var shown = 0, rows = tbody.rows;
@@ -64,13 +73,15 @@ JS = r"""
       var t = threat.value;
       var ok = (!dataset.value || r.getAttribute('data-dataset') === dataset.value)
         && (!t || r.getAttribute('data-norm') === t || r.getAttribute('data-threat') === t)
-        && (!battery.checked || r.getAttribute('data-primary') === '1');
+        && (!battery.checked || r.getAttribute('data-primary') === '1')
+        && (!ranked.checked || r.getAttribute('data-ranked') === '1');
       r.hidden = !ok;
       if (ok) shown++;
     }
     count.textContent = shown + ' of ' + rows.length + ' rows shown';
   }
-  [dataset, threat, battery].forEach(function (el) { el.addEventListener('change', applyFilters); });
+  if (!tbody.querySelector('tr[data-ranked="1"]')) ranked.checked = false;  // nothing ranked yet: show what there is
+  [dataset, threat, battery, ranked].forEach(function (el) { el.addEventListener('change', applyFilters); });
   applyFilters();
 })();
 """

@@ -11,22 +11,17 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.checks import CHECKS
 from bench.errors import BenchError
 from bench.leaderboard import read_rows
+from bench.leaderboard.admission import Admission, Evaluation, admit, group_evaluations
 
 Row = Mapping[str, str]
 
 REGENERATE = "python scripts/leaderboard.py"
 
-# Why a flag matters; shown as a tooltip on every badge (names from bench/checks.py).
-FLAG_HELP = {
-    "zero_grad": "gradients vanish (masking): gradient attacks are blind, robust accuracy is likely overestimated",
-    "softmax_output": "model outputs probabilities: losses saturate, gradient attacks can be weakened",
-    "nondeterministic": "randomised outputs: two identical calls differ; use EOT before trusting the number",
-    "unbounded_eps_not_zero": "unbounded PGD leaves samples robust: the attack is not converging (masking or a bug)",
-    "black_box_beats_white_box": "a black-box attack beats every gradient attack: gradients are likely masked",
-    "robust_acc_rises_with_eps": "robust accuracy rises with eps: a stronger budget found fewer adversarial examples",
-}
+# Why a flag matters; shown as a tooltip on every badge. Declared once, with each check (bench/checks.py).
+FLAG_HELP = {c.name: c.meaning for c in CHECKS.values()}
 UNKNOWN_FLAG_HELP = "raised by a check in bench/checks.py: look at this result before trusting it"
 
 
@@ -107,12 +102,6 @@ def is_battery(row: Row) -> bool:
     return row.get("kind") == "battery"
 
 
-def primary_rows(rows: Sequence[Row]) -> list[Row]:
-    """The rows that rank a track: its battery rows (per-sample worst case), or all rows if it has none."""
-    battery = [r for r in rows if is_battery(r)]
-    return battery or list(rows)
-
-
 def _eps_columns(rows: Iterable[Row]) -> list[tuple[str, str]]:
     """(eps key, readable label) of every epsilon in ``rows``, ascending."""
     labels: dict[str, str] = {}
@@ -126,50 +115,78 @@ def _eps_columns(rows: Iterable[Row]) -> list[tuple[str, str]]:
 # --------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class RankedEntry:
-    """One line of a ranking: a (model, defense, attack, config_hash) with its rows by epsilon."""
+    """One evaluation of a track: its rank (None when the admission rules keep it unranked) and its rows by eps."""
 
-    rank: int
-    model: str
-    defense: str
-    arch: str
-    attack: str
-    config_hash: str
-    n: str
-    clean_acc: str
+    rank: int | None
+    evaluation: Evaluation
+    admission: Admission
     by_eps: dict[str, Row]
-    flags: tuple[str, ...]
 
+    @property
+    def model(self) -> str:
+        return self.evaluation.model
 
-def _first(rows: Iterable[Row], column: str) -> str:
-    return next((r[column] for r in rows if r.get(column)), "")
+    @property
+    def defense(self) -> str:
+        return self.evaluation.defense
+
+    @property
+    def config_hash(self) -> str:
+        return self.evaluation.config_hash
+
+    @property
+    def arch(self) -> str:
+        return self.evaluation.first("arch")
+
+    @property
+    def attack(self) -> str:
+        """What produced the entry's numbers: ``battery:standard``, or the single attack's id."""
+        return self.evaluation.primary_rows[0]["attack"]
+
+    @property
+    def n(self) -> str:
+        return "/".join(sorted({r["n"] for r in self.evaluation.rows if r["n"]}, key=lambda s: num(s) or 0))
+
+    @property
+    def clean_acc(self) -> str:
+        return self.evaluation.first("clean_acc")
+
+    @property
+    def train(self) -> str:
+        return self.evaluation.first("train")
+
+    @property
+    def flags(self) -> tuple[str, ...]:
+        return tuple(self.evaluation.flags)
+
+    @property
+    def ranked(self) -> bool:
+        return self.rank is not None
 
 
 def ranking_rows(rows: Sequence[Row]) -> tuple[list[tuple[str, str]], list[RankedEntry]]:
-    """Rank a track's primary rows: by robust accuracy at the largest eps, then the next, descending.
+    """Rank a track's evaluations: admitted ones by robust accuracy at the largest eps, then the next, descending.
 
-    Returns the epsilon columns (key, label) and the entries; equal scores share a rank (1, 2, 2, 4).
+    Returns the epsilon columns (key, label) and the entries: ranked ones first (equal scores share a
+    rank: 1, 2, 2, 4), then the unranked ones in the same order, with ``rank`` None. An unranked
+    evaluation never outranks an admitted one, whatever its numbers.
     """
-    chosen = primary_rows(rows)
-    columns = _eps_columns(chosen)
-    groups: dict[tuple[str, str, str, str], list[Row]] = {}
-    for r in chosen:
-        groups.setdefault((r["model"], r["defense"], r["attack"], r["config_hash"]), []).append(r)
+    evaluations = group_evaluations(rows)
+    columns = _eps_columns(r for ev in evaluations for r in ev.primary_rows)
 
-    def score(group: list[Row]) -> tuple[float, ...]:
-        by_eps = {eps_key(r): num(r["robust_acc"]) for r in group}
+    def score(ev: Evaluation) -> tuple[float, ...]:
+        by_eps = {eps_key(r): num(r["robust_acc"]) for r in ev.primary_rows}
         return tuple(-1.0 if by_eps.get(k) is None else by_eps[k] for k, _ in reversed(columns))  # type: ignore[misc]
 
-    ordered = sorted(groups.items(), key=lambda kv: (tuple(-s for s in score(kv[1])), kv[0]))
+    admitted = [(ev, admit(ev)) for ev in evaluations]
+    ordered = sorted(admitted, key=lambda pair: (not pair[1].ranked, tuple(-s for s in score(pair[0])), pair[0].key))
     entries: list[RankedEntry] = []
     previous: tuple[float, ...] | None = None
-    for position, ((model, defense, attack, config), group) in enumerate(ordered, start=1):
-        current = score(group)
-        rank = entries[-1].rank if entries and current == previous else position
-        previous = current
-        flags = tuple(dict.fromkeys(f for r in group for f in flag_list(r["flags"])))
-        ns = sorted({r["n"] for r in group if r["n"]}, key=lambda s: num(s) or 0)
-        entries.append(RankedEntry(
-            rank, model, defense, _first(group, "arch"), attack, config, "/".join(ns),
-            _first(group, "clean_acc"), {eps_key(r): r for r in group}, flags,
-        ))
+    for position, (ev, admission) in enumerate(ordered, start=1):
+        rank = None
+        if admission.ranked:
+            current = score(ev)
+            rank = entries[-1].rank if entries and current == previous else position
+            previous = current
+        entries.append(RankedEntry(rank, ev, admission, {eps_key(r): r for r in ev.primary_rows}))
     return columns, entries

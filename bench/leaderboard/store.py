@@ -1,0 +1,81 @@
+"""Leaderboard CSVs: one file per track, read with every cell validated, upserted atomically under a lock.
+
+A row is keyed by :data:`~bench.leaderboard.schema.KEY`: re-running the same
+evaluation replaces its rows instead of adding duplicates. The file is rewritten
+to a temporary file and renamed over the old one, so a crash mid-write leaves the
+previous CSV intact; a file with a bad header or a bad cell is refused (naming the
+line and column) without being touched; a file written by an older medbench is
+upgraded to the current columns on its next write.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from filelock import FileLock
+
+from bench.atomic import atomic_write
+from bench.leaderboard.schema import COLUMNS, KEY, LeaderboardSchemaError, check_header, upgrade_row, validate_row
+
+
+def track_name(dataset: str, size: int | str, norm: str) -> str:
+    return f"{dataset}_{size}_{norm}"
+
+
+def track_path(leaderboard_dir: str | Path, dataset: str, size: int | str, norm: str) -> Path:
+    return Path(leaderboard_dir) / f"{track_name(dataset, size, norm)}.csv"
+
+
+def format_value(value: object) -> str:
+    """How a value is stored: floats to 6 significant digits, NaN and None as an empty cell."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return "" if math.isnan(value) else f"{value:.6g}"
+    return str(value)
+
+
+def read_rows(path: str | Path) -> list[dict[str, str]]:
+    """Read, validate and upgrade a leaderboard CSV; LeaderboardSchemaError names the file, line and column."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    with open(path, newline="") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, None)
+        if header is None:
+            return []
+        check_header(header, str(path))
+        return [upgrade_row(header, values, str(path), line) for line, values in enumerate(reader, start=2)]
+
+
+def row_key(row: Mapping[str, object]) -> tuple[str, ...]:
+    return tuple(format_value(row.get(k)) for k in KEY)
+
+
+def upsert_rows(path: str | Path, new_rows: Iterable[Mapping[str, object]]) -> Path:
+    """Add ``new_rows`` to the CSV at ``path``, replacing rows with the same key. Validated, atomic and locked."""
+    path = Path(path)
+    new = [{c: format_value(r.get(c)) for c in COLUMNS} for r in new_rows]
+    for i, row in enumerate(new):
+        validate_row(row, f"{path}: new row {i + 1} ({row['model']} {row['attack']} eps={row['eps']})")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + ".lock", timeout=120):
+        existing = read_rows(path)
+        replaced = {row_key(r) for r in new}
+        kept = [r for r in existing if row_key(r) not in replaced]
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(kept + new)
+        atomic_write(path, buffer.getvalue())
+    return path
+
+
+__all__ = ["LeaderboardSchemaError", "format_value", "read_rows", "row_key", "track_name", "track_path", "upsert_rows"]
