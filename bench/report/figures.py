@@ -36,12 +36,13 @@ def _png_bytes(fig) -> bytes:
 
 
 def _series_label(entry: RankedEntry, entries: Sequence[RankedEntry]) -> str:
-    """model (+defense), battery or attack, n; the config hash only where needed to tell lines apart."""
+    """model (+defense), battery or attack, n; the config hash (or weights) only where needed to tell lines apart."""
     label = entry.model if entry.defense in ("", "none") else f"{entry.model} + {entry.defense}"
     label += f" ({entry.attack}, n={entry.n})"
     twins = [e for e in entries if (e.model, e.defense, e.attack, e.n) == (entry.model, entry.defense, entry.attack, entry.n)]
-    if len(twins) > 1:
-        label += f" {entry.config_hash[:7]}"
+    if len(twins) > 1:  # tell them apart by run, or by weights when the run's config is the same
+        same_config = [e for e in twins if e.config_hash == entry.config_hash]
+        label += f" weights {entry.evaluation.weights_sha256[:8]}" if len(same_config) > 1 else f" {entry.config_hash[:7]}"
     return label if entry.ranked else label + " [unranked]"
 
 

@@ -64,17 +64,19 @@ def render_track_markdown(track: Track) -> str:
         "",
     ]
     if ranked:
-        header = ["rank", "model", "defense", "arch", "battery", "n", "clean_acc", *eps_header, "warnings", "config_hash"]
+        header = ["rank", "model", "defense", "arch", "battery", "n", "clean_acc", *eps_header, "warnings", "config_hash",
+                  "weights"]
         body = [[str(e.rank), e.model, e.defense, e.arch, e.attack, e.n, fmt(e.clean_acc), *_eps_cells(e, columns),
-                 _md_flags(e.admission.warnings), e.config_hash] for e in ranked]
+                 _md_flags(e.admission.warnings), e.config_hash, e.evaluation.weights_sha256[:8]] for e in ranked]
         lines += _md_table(header, body)
     else:
         lines += ["_No evaluation in this track meets the admission rules yet._"]
     if unranked:
         lines += ["", f"**Unranked** ({len(unranked)}): kept in `{track.path.name}`, never ranked, for the reason given.", ""]
-        header = ["model", "defense", "battery or attack", "n", "clean_acc", *eps_header, "why unranked", "config_hash"]
+        header = ["model", "defense", "battery or attack", "n", "clean_acc", *eps_header, "why unranked", "config_hash",
+                  "weights"]
         body = [[e.model, e.defense, e.attack, e.n, fmt(e.clean_acc), *_eps_cells(e, columns),
-                 "; ".join(e.admission.reasons), e.config_hash] for e in unranked]
+                 "; ".join(e.admission.reasons), e.config_hash, e.evaluation.weights_sha256[:8]] for e in unranked]
         lines += _md_table(header, body)
     lines += ["", f"<details><summary>Every attack row of {track.title} ({len(track.rows)} rows)</summary>", ""]
     detail_header = ["model", "train", "defense", "attack", "eps", "n", "robust_acc", "asr", "clean_auc", "adv_auc",

@@ -1,0 +1,66 @@
+"""The model zoo is keyed by what was trained: a model is reused only for the training settings it was made with."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+
+from bench.models import card_path, save_checkpoint
+from bench.train import TrainConfig
+from bench.zoo import describe_training, entries, find_trained, get_or_train, train_id, training_settings, zoo_path
+
+
+def test_the_train_id_names_what_changes_the_weights_and_nothing_else():
+    base = TrainConfig(epochs=100)
+    assert train_id(base) == train_id(dataclasses.replace(base, device="cuda", seed=7))
+    for change in ({"epochs": 3}, {"n_train": 64}, {"augment": "flip_shift"}, {"lr": 0.01}, {"milestones": (0.3,)}):
+        assert train_id(dataclasses.replace(base, **change)) != train_id(base), change
+    card_train = {**dataclasses.asdict(base), "milestones": [0.5, 0.75], "seconds": 12.0, "command": "python ..."}
+    assert train_id(card_train) == train_id(base)  # a card's record of the training names the same entry
+    assert training_settings({})["epochs"] == 100  # a card from before a setting existed reads it as the default
+    assert describe_training(base).startswith("epochs=100 augment=none n_train=all lr=0.001")
+
+
+def _entry(zoo, trained_breast, **train) -> TrainConfig:
+    """Put the fixture's model into ``zoo`` as if it had been trained with ``train``."""
+    model, card = trained_breast[0], trained_breast[1]
+    cfg = TrainConfig(seed=0, **train)
+    save_checkpoint(model, dataclasses.replace(card, train={**dataclasses.asdict(cfg), "milestones": list(cfg.milestones)}),
+                    zoo_path(zoo, "breastmnist", 28, card.name, cfg))
+    return cfg
+
+
+def test_a_3_epoch_entry_is_not_reused_for_100_epochs_and_the_refusal_names_both(tmp_path, trained_breast):
+    zoo = tmp_path / "zoo"
+    smoke = _entry(zoo, trained_breast, epochs=3)
+    name = trained_breast[1].name
+    found, skipped = find_trained(zoo, "breastmnist", 28, name, TrainConfig(epochs=100, seed=0))
+    assert found is None
+    assert skipped == [f"{name}_seed0_{train_id(smoke)}.safetensors (epochs: 3 there, 100 asked for)"]
+    found, _ = find_trained(zoo, "breastmnist", 28, name, TrainConfig(epochs=3, seed=0))
+    assert found == zoo_path(zoo, "breastmnist", 28, name, smoke)
+    assert find_trained(zoo, "breastmnist", 28, name, TrainConfig(epochs=3, seed=1))[0] is None  # other seed
+
+
+def test_a_reused_model_prints_what_it_was_trained_with(tmp_path, trained_breast, capsys, real_root):
+    from bench.models import ModelSpec
+
+    zoo = tmp_path / "zoo"
+    cfg = _entry(zoo, trained_breast, epochs=8, augment="flip_shift")
+    card = trained_breast[1]
+    spec = ModelSpec(card.name, card.arch, card.recipe)
+    _, reused, path = get_or_train(spec, "breastmnist", 28, real_root, cfg, zoo, 1, 2)
+    out = capsys.readouterr().out
+    assert f"reusing trained model {path}: trained with epochs=8 augment=flip_shift n_train=all" in out
+    assert reused.sha256 == card.sha256
+
+
+def test_an_entry_with_the_older_unkeyed_name_is_found_by_its_card(tmp_path, trained_breast):
+    zoo = tmp_path / "zoo"
+    cfg = _entry(zoo, trained_breast, epochs=8)
+    keyed = zoo_path(zoo, "breastmnist", 28, trained_breast[1].name, cfg)
+    legacy = keyed.with_name(f"{trained_breast[1].name}_seed0.safetensors")
+    keyed.rename(legacy)
+    shutil.move(card_path(keyed), card_path(legacy))
+    assert entries(zoo, "breastmnist", 28, trained_breast[1].name, 0) == [legacy]
+    assert find_trained(zoo, "breastmnist", 28, trained_breast[1].name, cfg)[0] == legacy
