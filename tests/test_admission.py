@@ -21,7 +21,7 @@ from bench.config import compose, to_dict
 from bench.leaderboard import read_rows, track_path, upsert_rows
 from bench.leaderboard.admission import RULES, admit, battery_hash, group_evaluations, standard_battery
 from bench.leaderboard.promote import promote
-from tests.conftest import REPO, board_row, evaluation_rows
+from tests.conftest import REPO, evaluation_rows
 
 rng = np.random.default_rng(0)
 
@@ -255,3 +255,23 @@ def test_baselines_script_keeps_committed_rows_the_zoo_lacks(tmp_path, trained_b
     assert rows[1]["train"].startswith("epochs=8 ") and rows[1]["published_acc"] == "0.863"
     again = subprocess.run(script, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0 and list(csv.DictReader(out.open())) == rows  # idempotent
+
+
+def test_rows_from_an_older_local_file_can_be_kept_on_record_unranked(tmp_path):
+    """A local file written before the admission facts existed is read, upgraded and promotable with --include-unranked."""
+    import csv
+
+    from bench.leaderboard import SCHEMA
+
+    local = tmp_path / "local"
+    local.mkdir()
+    first = [c.name for c in SCHEMA if c.since == 1]
+    with open(local / "breastmnist_28_linf.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=first, lineterminator="\n", extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(evaluation_rows(model="old_seed0"))
+    target = tmp_path / "results"
+    assert not [d for d in promote(local, target) if d.promote]
+    promote(local, target, include_unranked=True)
+    (ev,) = group_evaluations(read_rows(target / "breastmnist_28_linf.csv"))
+    assert ev.model == "old_seed0" and "its battery hash was not recorded" in admit(ev).reasons[0]

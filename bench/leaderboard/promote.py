@@ -66,5 +66,5 @@ def promote(source: Path, target: Path, config_hashes: Sequence[str] = (), model
             if d.promote:
                 by_track.setdefault(d.track, []).extend(d.evaluation.rows)
         for track, rows in by_track.items():
-            upsert_rows(target / track, rows)
+            upsert_rows(target / track, rows, copied=True)
     return decisions

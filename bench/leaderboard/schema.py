@@ -182,12 +182,17 @@ def upgrade_row(header: Sequence[str], values: Sequence[str], where: str, line: 
     return row
 
 
-def validate_row(row: Mapping[str, str], where: str = "new row") -> None:
-    """Refuse a row about to be written with a value its column does not accept (a bug upstream, never written)."""
+def validate_row(row: Mapping[str, str], where: str = "new row", new: bool = True) -> None:
+    """Refuse a row about to be written with a value its column does not accept (a bug upstream, never written).
+
+    A ``new`` row (one a run just produced) must fill every required column; a row copied from an existing
+    file (promotion) may leave empty the columns its older version did not have.
+    """
     for column in SCHEMA:
         value = row.get(column.name, "")
         if value == "":
-            problem = "empty, but every new row must record it" if column.required else None
+            must = column.required and (new or column.since == 1)
+            problem = "empty, but every new row must record it" if must else None
         else:
             problem = column.problem(value)
         if problem:

@@ -59,12 +59,16 @@ def row_key(row: Mapping[str, object]) -> tuple[str, ...]:
     return tuple(format_value(row.get(k)) for k in KEY)
 
 
-def upsert_rows(path: str | Path, new_rows: Iterable[Mapping[str, object]]) -> Path:
-    """Add ``new_rows`` to the CSV at ``path``, replacing rows with the same key. Validated, atomic and locked."""
+def upsert_rows(path: str | Path, new_rows: Iterable[Mapping[str, object]], copied: bool = False) -> Path:
+    """Add ``new_rows`` to the CSV at ``path``, replacing rows with the same key. Validated, atomic and locked.
+
+    ``copied`` rows come from another leaderboard file (promotion): columns added after the version that
+    wrote them may be empty, as they are when that file is read.
+    """
     path = Path(path)
     new = [{c: format_value(r.get(c)) for c in COLUMNS} for r in new_rows]
     for i, row in enumerate(new):
-        validate_row(row, f"{path}: new row {i + 1} ({row['model']} {row['attack']} eps={row['eps']})")
+        validate_row(row, f"{path}: new row {i + 1} ({row['model']} {row['attack']} eps={row['eps']})", new=not copied)
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(path) + ".lock", timeout=120):
         existing = read_rows(path)
