@@ -3,10 +3,16 @@
     python scripts/leaderboard.py [--leaderboard-dir results/leaderboard]
                                   [--records-root outputs/records] [--out results]
 
+The tracked CSVs change only through scripts/promote.py; to see your own runs'
+rows under the same rules, render the local leaderboard elsewhere:
+
+    python scripts/leaderboard.py --leaderboard-dir outputs/leaderboard --out outputs/report
+
 Only the block between <!-- leaderboard:start --> and <!-- leaderboard:end --> of
 README.md is replaced; the rest is hand-written and kept. The outputs depend on
 the CSVs (and examples.npz files) alone, so a rerun on the same input changes
-nothing. A malformed CSV is named, and nothing is written.
+nothing; the admission rules are applied afresh every time. A malformed CSV (or
+one bad cell) is named with its line and column, and nothing is written.
 """
 
 from __future__ import annotations

@@ -175,8 +175,8 @@ def _full_test_split(ev: Evaluation) -> str | None:
 @rule("complete", "It has a worst-case row at every epsilon of the standard battery.")
 def _complete(ev: Evaluation) -> str | None:
     norm = ev.first("norm")
-    if norm not in PROTOCOLS or not ev.battery_rows:
-        return None  # the standard_battery rule already says why
+    if _standard_battery(ev) is not None:
+        return None  # not the standard battery: that rule already says why
     from bench.config import parse_eps
 
     _, _, labels = standard_battery(norm)
