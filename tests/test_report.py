@@ -195,14 +195,19 @@ def test_robust_vs_eps_lines_join_only_measured_epsilons_and_nothing_is_clipped(
     from bench.report.figures import robust_vs_eps_figure
 
     standard = evaluation_rows((0.6, 0.4, 0.2, 0.05), model="standard_seed0", config_hash="std")
+    # two more evaluations of the same name and config but other weights: long legend labels must still fit
+    twins = [r for w in ("cd" * 32, "ef" * 32)
+             for r in evaluation_rows((0.5, 0.3, 0.1, 0.0), model="resnet18_native_seed0", weights_sha256=w)]
     quick = [r for r in evaluation_rows((0.7, 0.5, 0.3, 0.1), standard=False, model="smoke_seed0", config_hash="q",
                                         n=16) if r["eps_label"] in ("2/255", "8/255")]
     track = Track("breastmnist_28_linf", "breastmnist", "28", "linf", Path("t.csv"),
-                  tuple({k: str(v) for k, v in r.items()} for r in standard + quick))
+                  tuple({k: str(v) for k, v in r.items()} for r in standard + quick + twins))
     fig = robust_vs_eps_figure(track)
     ax = fig.axes[0]
     lines = {line.get_label(): line for line in ax.get_lines()}
-    assert set(lines) == {"standard_seed0 (battery:standard, n=156)", "smoke_seed0 (battery:quick, n=16) [unranked]"}
+    assert set(lines) == {"standard_seed0 (battery:standard, n=156)", "smoke_seed0 (battery:quick, n=16) [unranked]",
+                          "resnet18_native_seed0 (battery:standard, n=156) weights cdcdcdcd",
+                          "resnet18_native_seed0 (battery:standard, n=156) weights efefefef"}
     smoke = lines["smoke_seed0 (battery:quick, n=16) [unranked]"]
     ys = np.asarray(smoke.get_ydata(), dtype=float)  # clean, 1/255, 2/255, 4/255, 8/255
     assert np.isnan(ys[[1, 3]]).all() and np.isfinite(ys[[0, 2, 4]]).all()

@@ -80,8 +80,10 @@ def robust_vs_eps_figure(track: Track):
     ax.set_title(textwrap.fill(f"{track.title}: robust accuracy vs epsilon (worst case over each evaluation's "
                                "battery; band = 95% CI; dashed = unranked)", width=80), fontsize=10)
     ax.grid(alpha=0.3)
-    if entries:
-        fig.legend(fontsize=8, loc="outside lower center", ncols=1 if len(entries) < 4 else 2)
+    if entries:  # below the axes; two columns only when the labels are short enough to fit side by side
+        labels = [_series_label(e, entries) for e in entries]
+        wide = len(entries) >= 4 and max(map(len, labels)) <= 48
+        fig.legend(fontsize=8, loc="outside lower center", ncols=2 if wide else 1)
     return fig
 
 
