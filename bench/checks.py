@@ -57,32 +57,43 @@ class Check:
     """A registered check: what it reads, its threshold, whether it blocks ranking, and what its flag means."""
 
     name: str
-    scope: str  # model | predictions | rows
+    scope: str  # model | predictions | rows | evaluation
     blocks_ranking: bool
     threshold: str
     meaning: str
     fn: Callable
+    unreliable: bool = False  # a flaw of the evaluation (not of the model): sets the row's `unreliable` column
 
 
 CHECKS: Registry[Check] = Registry("check")
 
 
-def check(name: str, scope: str, blocks_ranking: bool, threshold: str, meaning: str):
-    """Register ``fn`` as a check. Model/prediction checks return why they fired (or None); row checks a row set."""
+def check(name: str, scope: str, blocks_ranking: bool, threshold: str, meaning: str, unreliable: bool = False):
+    """Register ``fn`` as a check. Model/prediction/evaluation checks return why they fired (or None); row
+    checks a set of row indices."""
 
     def deco(fn: Callable) -> Callable:
-        CHECKS.add(name, Check(name, scope, blocks_ranking, threshold, meaning, fn))
+        CHECKS.add(name, Check(name, scope, blocks_ranking, threshold, meaning, fn, unreliable))
         return fn
 
     return deco
 
 
+def _attacked_view(model: nn.Module) -> nn.Module:
+    """What gradient attacks differentiate: a defense's declared view (straight-through, EoT), else the model."""
+    from bench.defenses.adaptive import gradient_view
+
+    return gradient_view(model)
+
+
 # --------------------------------------------------------------------------------------------------
-# model: probe the classifier
+# model: probe the classifier (a defense through the view its declaration gives gradient attacks)
 # --------------------------------------------------------------------------------------------------
 @check("zero_grad", "model", True, "input gradient zero or non-finite for more than half of the probe samples",
-       "gradients vanish (masking): gradient attacks are blind, robust accuracy is likely overestimated")
+       "gradients vanish (masking): gradient attacks are blind, robust accuracy is likely overestimated",
+       unreliable=True)
 def _zero_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor, task: Task) -> str | None:
+    model = _attacked_view(model)
     x = x.detach().clone().requires_grad_(True)
     with torch.enable_grad():
         loss = task.loss(model(x), task.labels_as_targets(y), reduction="sum")
@@ -93,7 +104,7 @@ def _zero_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor, task: Task) -
 
 
 @check("softmax_output", "model", True, "every output in [0, 1] (and rows summing to 1 for single-label tasks)",
-       "model outputs probabilities: losses saturate, gradient attacks can be weakened")
+       "model outputs probabilities: losses saturate, gradient attacks can be weakened", unreliable=True)
 def _softmax_output(model: nn.Module, x: torch.Tensor, y: torch.Tensor, task: Task) -> str | None:
     with torch.no_grad():
         out = model(x)
@@ -103,21 +114,27 @@ def _softmax_output(model: nn.Module, x: torch.Tensor, y: torch.Tensor, task: Ta
     return "outputs look like probabilities, not logits" if in_unit else None
 
 
-@check("nondeterministic", "model", True, "two identical forward passes differ (rtol 1e-4, atol 1e-5)",
-       "randomised outputs: two identical calls differ; use EOT before trusting the number")
+@check("nondeterministic", "model", True, "two identical forward passes differ (rtol 1e-4, atol 1e-5); not run "
+       "for a defense declared randomised (it gets EoT instead)",
+       "randomised outputs from a model declared deterministic: no EoT was run, the number cannot be trusted",
+       unreliable=True)
 def _nondeterministic(model: nn.Module, x: torch.Tensor, y: torch.Tensor, task: Task) -> str | None:
+    from bench.defenses import declaration_of
+
+    if declaration_of(model).randomised:
+        return None
     with torch.no_grad():
         same = torch.allclose(model(x), model(x), rtol=1e-4, atol=1e-5)
     return None if same else "two identical forward passes gave different outputs"
 
 
 @check("unbounded_eps_not_zero", "model", True, "PGD (20 steps) with an L-inf budget of 1 leaves more than 5% robust",
-       "unbounded PGD leaves samples robust: the attack is not converging (masking or a bug)")
+       "unbounded PGD leaves samples robust: the attack is not converging (masking or a bug)", unreliable=True)
 def _unbounded(model: nn.Module, x: torch.Tensor, y: torch.Tensor, task: Task) -> str | None:
     from bench.attacks import build_attack
 
     attack = build_attack("pgd", "linf", 0, {"steps": 20, "rel_stepsize": 0.1, "random_start": True})
-    (out,) = attack(model, x, y, [1.0], task)
+    (out,) = attack(_attacked_view(model), x, y, [1.0], task)
     with torch.no_grad():
         robust = float(task.correct(model(out.x_adv), y).float().mean())
     return f"{robust:.0%} of the probe samples survive an unbounded PGD" if robust > 0.05 else None
@@ -208,6 +225,146 @@ def _black_beats_white(rows: list[dict]) -> set[int]:
 
 
 # --------------------------------------------------------------------------------------------------
+# evaluation: the Carlini et al. (2019) checklist and AutoAttack's checks, on the finished evaluation
+# --------------------------------------------------------------------------------------------------
+EVAL_PROBE = 32  # samples an evaluation check re-attacks (the robust ones first, by index)
+NOISE_DRAWS = 1000  # random-noise draws per sample
+BREAKABLE_EPS = 8 / 255  # the budget at which an undefended (or de-randomised) model must fall
+BREAKABLE_SHARE = 0.10  # ... leaving at most this share of the probe robust
+
+
+@dataclass
+class EvaluationProbe:
+    """What the evaluation checks read: the defended model, its backbone, the records and the battery's budget."""
+
+    model: nn.Module  # as evaluated (the defense around the classifier)
+    backbone: nn.Module | None  # the undefended classifier of the same recipe and seed (None: the model is it)
+    frame: object  # pandas DataFrame of the per-sample records
+    images: torch.Tensor  # the evaluated split, in [0, 1]
+    labels: torch.Tensor
+    task: Task
+    norm: str
+    epsilons: list[float]
+    steps: int  # the battery's APGD iterations
+    seed: int
+    device: str = "cpu"
+
+    def robust_at(self, eps: float) -> list[int]:
+        """Indices (in the split) still robust after everything run at ``eps``."""
+        f = self.frame
+        at = f[(f["norm"] == self.norm) & (f["eps"] == eps)]
+        broken = set(at[at["attacked"] & at["success"].fillna(False).astype(bool)]["index"])
+        correct = set(at[at["clean_correct"]]["index"])
+        return sorted(correct - broken)
+
+    def batch(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = torch.as_tensor(indices[:EVAL_PROBE], dtype=torch.long)
+        return self.images[idx].to(self.device), self.labels[idx].to(self.device)
+
+    def apgd(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int) -> int:
+        """How many of ``x`` stay correctly classified by ``model`` after APGD-CE with ``steps`` iterations."""
+        from bench.attacks import build_attack
+        from bench.defenses.adaptive import gradient_view
+
+        if len(x) == 0:
+            return 0
+        attack = build_attack("apgd", self.norm, self.seed, {"steps": steps, "loss": "ce"})
+        (out,) = attack(gradient_view(model), x, y, [eps], self.task)
+        with torch.no_grad():
+            return int(self.task.correct(model(out.x_adv), y).sum())
+
+
+@check("more_iterations_help", "evaluation", True,
+       f"APGD-CE with twice the battery's iterations breaks more than one of (up to {EVAL_PROBE}) samples left "
+       "robust, at any epsilon", "the attacks had not converged: more iterations lower robust accuracy",
+       unreliable=True)
+def _more_iterations(p: EvaluationProbe) -> str | None:
+    for eps in p.epsilons:
+        x, y = p.batch(p.robust_at(eps))
+        broken = len(x) - p.apgd(p.model, x, y, eps, 2 * p.steps)
+        if broken > 1:
+            return f"{2 * p.steps}-step APGD-CE broke {broken} of {len(x)} samples left robust at eps {eps:.4g}"
+    return None
+
+
+@check("black_box_beats_white_box_per_sample", "evaluation", True,
+       "a black-box, transfer or random-noise attack breaks at least one sample that every white-box attack left "
+       "robust", "gradient attacks miss what gradient-free ones find: gradients are masked", unreliable=True)
+def _black_beats_white_per_sample(p: EvaluationProbe) -> str | None:
+    f = p.frame
+    hits = f[(f["norm"] == p.norm) & f["attacked"] & f["success"].fillna(False).astype(bool)]
+    white = set(zip(hits[~hits["kind"].isin(BLACK_BOX_KINDS)]["index"], hits[~hits["kind"].isin(BLACK_BOX_KINDS)]["eps"]))
+    black = hits[hits["kind"].isin(BLACK_BOX_KINDS)]
+    only = [(i, e, a) for i, e, a in zip(black["index"], black["eps"], black["attack"]) if (i, e) not in white]
+    if only:
+        attacks = sorted({a for _, _, a in only})
+        return f"{len(only)} (sample, eps) pair(s) broken only by {', '.join(attacks)}"
+    return None
+
+
+@check("random_noise_breaks", "evaluation", True,
+       f"{NOISE_DRAWS} random corners of the L-inf ball per sample (up to {EVAL_PROBE} samples left robust at the "
+       "largest epsilon) misclassify one", "random noise finds what the attacks missed: gradients are masked",
+       unreliable=True)
+def _random_noise(p: EvaluationProbe) -> str | None:
+    if p.norm != "linf" or not p.epsilons:
+        return None
+    eps = max(p.epsilons)
+    x, y = p.batch(p.robust_at(eps))
+    if len(x) == 0:
+        return None
+    generator = torch.Generator(device=x.device).manual_seed(p.seed)
+    fooled = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+    chunk = max(1, 4096 // len(x))
+    with torch.no_grad():
+        for start in range(0, NOISE_DRAWS, chunk):
+            k = min(chunk, NOISE_DRAWS - start)
+            xs = x.repeat(k, *[1] * (x.dim() - 1))
+            signs = torch.randint(0, 2, xs.shape, generator=generator, device=x.device).to(x.dtype) * 2 - 1
+            noisy = (xs + eps * signs).clamp(0, 1)
+            wrong = ~p.task.correct(p.model(noisy), y.repeat(k, *[1] * (y.dim() - 1)))
+            fooled |= wrong.view(k, len(x)).any(0)
+    if fooled.any():
+        return f"random noise misclassified {int(fooled.sum())} of {len(x)} samples left robust at eps {eps:.4g}"
+    return None
+
+
+def _breakable(model: nn.Module, p: EvaluationProbe, what: str) -> str | None:
+    correct = [i for i in range(len(p.images)) if i in set(p.frame[p.frame["clean_correct"]]["index"])]
+    x, y = p.batch(correct)
+    if len(x) == 0:
+        return None
+    eps = max([BREAKABLE_EPS, *p.epsilons]) if p.norm == "linf" else max(p.epsilons)
+    robust = p.apgd(model, x, y, eps, p.steps)
+    if robust > BREAKABLE_SHARE * len(x):
+        return f"{what}: {robust} of {len(x)} samples survive APGD-CE at eps {eps:.4g}"
+    return None
+
+
+@check("backbone_not_breakable", "evaluation", True,
+       f"APGD-CE at max(8/255, the largest epsilon) leaves more than {BREAKABLE_SHARE:.0%} of {EVAL_PROBE} "
+       "clean-correct samples robust on the undefended backbone (the model itself when undefended)",
+       "the attack cannot even break the undefended model: the attack or the model wrapper is broken",
+       unreliable=True)
+def _backbone_not_breakable(p: EvaluationProbe) -> str | None:
+    return _breakable(p.backbone if p.backbone is not None else p.model, p, "undefended backbone")
+
+
+@check("fixed_randomness_not_breakable", "evaluation", True,
+       f"for a randomised defense with its noise fixed (a deterministic function), APGD-CE at max(8/255, the largest "
+       f"epsilon) leaves more than {BREAKABLE_SHARE:.0%} of {EVAL_PROBE} clean-correct samples robust",
+       "even without randomness the defense is not broken: the robustness is not (only) from the randomness, or the "
+       "attack is failing", unreliable=True)
+def _fixed_randomness(p: EvaluationProbe) -> str | None:
+    from bench.defenses import Defense, declaration_of
+
+    if not declaration_of(p.model).randomised or not isinstance(p.model, Defense):
+        return None
+    fixed = p.model.view(fixed_seed=p.seed)
+    return _breakable(fixed.gradient_view(), p, "randomness fixed")
+
+
+# --------------------------------------------------------------------------------------------------
 # running them
 # --------------------------------------------------------------------------------------------------
 def _scoped(scope: str) -> list[Check]:
@@ -227,14 +384,24 @@ def run_prediction_checks(clean: CleanPredictions) -> dict[str, str]:
     return {name: why for name, why in fired.items() if why}
 
 
+def run_evaluation_checks(probe: EvaluationProbe) -> dict[str, str]:
+    """``{flag: why}`` for the evaluation checks that fire on a finished evaluation."""
+    probe.model.eval()
+    fired = {c.name: c.fn(probe) for c in _scoped("evaluation")}
+    return {name: why for name, why in fired.items() if why}
+
+
 def attach_flags(rows: list[dict], model_flags: list[str]) -> list[dict]:
-    """Add a ``flags`` field (';'-joined) to every row: model flags plus the row checks that fire on it."""
+    """Add ``flags`` (';'-joined: model and evaluation flags plus the row checks that fire on it) and
+    ``unreliable`` (whether any of them is an evaluation flaw) to every row."""
     per_row = defaultdict(list)
     for c in _scoped("rows"):
         for i in c.fn(rows):
             per_row[i].append(c.name)
     for i, r in enumerate(rows):
-        r["flags"] = ";".join(list(model_flags) + per_row[i])
+        flags = list(model_flags) + per_row[i]
+        r["flags"] = ";".join(flags)
+        r["unreliable"] = any(CHECKS[f].unreliable for f in flags if f in CHECKS)
     return rows
 
 

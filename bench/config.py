@@ -37,7 +37,7 @@ def to_dict(cfg: DictConfig | dict) -> dict:
 # Parts of a config that do not change a result: where files go, how runs are logged and split up,
 # which machine-local path a checkpoint or the data came from (files are checked by hash instead),
 # and the training recipe (the attacked weights are identified by their sha256).
-NOT_RESULT_KEYS = ("paths", "logger", "hydra", "data", "records", "tag", "checkpoint", "train")
+NOT_RESULT_KEYS = ("paths", "logger", "hydra", "data", "records", "tag", "checkpoint", "train", "checks")
 NOT_RESULT_EVAL_KEYS = ("num_shards", "shard", "model_form")  # a form is numerics-checked against eager
 
 
@@ -48,6 +48,10 @@ def result_config(cfg: DictConfig | dict) -> dict:
         data["eval"] = {k: v for k, v in data["eval"].items() if k not in NOT_RESULT_EVAL_KEYS}
     if data.get("battery") and data["battery"].get("attacks"):
         data.pop("attack", None)  # a battery replaces the single attack
+    if isinstance(data.get("defense"), dict) and data["defense"].get("name", "none") == "none":
+        data.pop("defense")  # undefended runs keep the hashes (and record folders) they had before defenses
+    elif isinstance(data.get("defense"), dict):
+        data["defense"] = {k: v for k, v in data["defense"].items() if k != "train"}  # training is in the weights
     return data
 
 

@@ -36,8 +36,36 @@ def model_spec_from_cfg(cfg: DictConfig) -> ModelSpec:
     )
 
 
+def defense_spec_from_cfg(cfg: DictConfig):
+    """The ``defense`` group's name and inference parameters (``none`` when the config has no defense)."""
+    from bench.config import to_dict
+    from bench.defenses import DefenseSpec
+
+    d = cfg.get("defense")
+    if not d:
+        return DefenseSpec()
+    return DefenseSpec(str(d.get("name", "none")), dict(to_dict(d.get("params") or {})))
+
+
+def defense_training_from_cfg(cfg: DictConfig) -> tuple[str, dict]:
+    """(method, settings) of the defense's ``train`` section: how its weights are made (``none``, {} if not trained)."""
+    from bench.config import to_dict
+
+    d = cfg.get("defense")
+    section = d.get("train") if d else None
+    if not section:
+        return "none", {}
+    params = dict(to_dict(section))
+    method = str(params.pop("method"))
+    per_dataset = params.pop("eps_per_dataset", None) or {}
+    if "eps" in params:
+        params["eps"] = str(per_dataset.get(str(cfg.dataset.flag), params["eps"]))
+    return method, params
+
+
 def train_config_from_cfg(cfg: DictConfig) -> TrainConfig:
     t = cfg.train
+    method, params = defense_training_from_cfg(cfg)
     return TrainConfig(
         epochs=int(t.epochs),
         batch_size=int(t.batch_size),
@@ -49,6 +77,8 @@ def train_config_from_cfg(cfg: DictConfig) -> TrainConfig:
         n_train=t.get("n_train"),
         augment=str(t.get("augment", "none")),
         device=str(cfg.device),
+        defense=method,
+        defense_params=params,
     )
 
 
@@ -131,12 +161,16 @@ class Prepared:
 
     info: DatasetInfo
     split: object  # bench.data.Split
-    model: torch.nn.Module
+    model: torch.nn.Module  # the classifier, wrapped by its defense (if any)
     card: object  # bench.models.ModelCard
     plan: list
     device: str
     mode: str
     battery_name: str | None
+    defense: str = "none"  # how rows name the defense, with its parameters: jpeg(quality=75)
+    adaptive: tuple[str, ...] = ()  # adaptive attacks the declaration added to the plan
+    backbone: torch.nn.Module | None = None  # the undefended classifier of the same recipe and seed
+    reported: dict | None = None  # eps label -> robust accuracy the authors report (submissions)
 
     @property
     def model_id(self) -> str:
@@ -144,37 +178,115 @@ class Prepared:
         return f"{self.card.name}_seed{self.card.seed}"
 
 
-def prepare(cfg: DictConfig) -> Prepared:
-    """Build attacks, load data, train-or-load the model: every refusal happens here, before any attack."""
+def load_classifier(cfg: DictConfig, info: DatasetInfo):
+    """The classifier the config describes (``checkpoint=`` or the zoo), through bench.sources."""
+    from bench.sources import ModelDescription, load_model
+
+    checkpoint = cfg.get("checkpoint")
+    if checkpoint:
+        return load_model(info, ModelDescription("checkpoint", {"path": Path(str(checkpoint))}))
+    return load_model(info, ModelDescription("zoo", {
+        "spec": model_spec_from_cfg(cfg), "train": train_config_from_cfg(cfg), "zoo_dir": cfg.paths.zoo_dir,
+        "data_root": cfg.data.root}))
+
+
+def undefended_backbone(cfg: DictConfig, info: DatasetInfo, model: torch.nn.Module, card) -> torch.nn.Module | None:
+    """The transfer source of a defense: the wrapped classifier of an input transform, or, for a trained
+    defense, the zoo's standard model of the same recipe, seed and training settings without the defense."""
+    import dataclasses
+
+    from bench.defenses import Defense
+    from bench.sources import ModelDescription, load_model
+
+    if not isinstance(model, Defense):
+        return None
+    if model.declaration.trained is None:
+        return model.backbone
+    train = dataclasses.replace(train_config_from_cfg(cfg), defense="none", defense_params={}, seed=int(card.seed))
+    spec = card.spec()
+    print(f"  transfer source: the undefended {spec.name} seed {card.seed}", flush=True)
+    return load_model(info, ModelDescription("zoo", {"spec": spec, "train": train, "zoo_dir": cfg.paths.zoo_dir,
+                                                     "data_root": cfg.data.root})).model
+
+
+def check_trained_as_declared(model: torch.nn.Module, card) -> None:
+    """A trained defense's weights must have been trained with its method (a row must not mislabel weights)."""
+    from bench.defenses import Defense
+    from bench.errors import ConfigError
+
+    if not isinstance(model, Defense) or model.declaration.trained is None:
+        return
+    trained = (card.train or {}).get("defense", "none")
+    if trained != model.declaration.trained:
+        raise ConfigError(
+            f"defense {model.name!r} declares weights trained with {model.declaration.trained!r}, but the model "
+            f"{card.name} (seed {card.seed}) was trained with {trained!r}. Train it with "
+            f"`python scripts/train.py defense={model.name} ...` or pick the matching defense.")
+
+
+def add_adaptive_attacks(plan: list, model: torch.nn.Module, backbone, seed: int) -> tuple[str, ...]:
+    """Append the adaptive attacks the defense's declaration calls for, at every epsilon of their norm."""
+    from bench.defenses import declaration_of
+    from bench.defenses.adaptive import ADAPTIVE, AdaptiveContext, adaptive_attacks
+    from bench.evaluate import PlannedAttack
+
+    names = adaptive_attacks(declaration_of(model))
+    norms = list(dict.fromkeys(p.attack.norm for p in plan))
+    for norm in norms:
+        group = [p for p in plan if p.attack.norm == norm]
+        epsilons = sorted({e for p in group for e in p.epsilons})
+        labels = {e: next(p.label(e) for p in group if e in p.epsilons) for e in epsilons}
+        gradient = next((dict(p.attack.params) for p in group if p.attack.name == "apgd"), {})
+        gradient = {k: v for k, v in gradient.items() if k in ("steps", "restarts", "rho")}
+        context = AdaptiveContext(norm, seed, gradient, backbone)
+        for name in names:
+            attack_id = name if len(norms) == 1 else f"{name}_{norm}"
+            plan.append(PlannedAttack(attack_id, ADAPTIVE[name].build(context), epsilons, labels))
+    return tuple(names)
+
+
+def prepare(cfg: DictConfig, supplied=None) -> Prepared:
+    """Build attacks, load data, train-or-load the model, wrap it in its defense: every refusal happens here.
+
+    ``supplied`` (a ``bench.sources.Loaded``) is a model given directly (``bench.api.evaluate_model``).
+    """
     from bench.attacks.base import AttackContext
     from bench.data import load_split
-    from bench.models import load_checkpoint
-    from bench.zoo import get_or_train
+    from bench.defenses import build_defense
 
     torch.manual_seed(int(cfg.seed))
     info = dataset_info_from_cfg(cfg)
-    spec = model_spec_from_cfg(cfg)
+    defense_spec = defense_spec_from_cfg(cfg)
     plan = build_plan(cfg)
     split = load_split(
         info.flag, str(cfg.dataset.split), info.size, cfg.data.root, bool(cfg.data.download),
         cfg.dataset.get("n_examples"), int(cfg.dataset.get("subset_seed", cfg.seed)),
     )
-    checkpoint = cfg.get("checkpoint")
-    if checkpoint:
-        model, card = load_checkpoint(Path(str(checkpoint)), info.n_channels, info.num_classes)
-    else:
-        model, card, _ = get_or_train(
-            spec, info.flag, info.size, cfg.data.root, train_config_from_cfg(cfg), cfg.paths.zoo_dir,
-            info.n_channels, info.num_classes,
-        )
+    loaded = supplied if supplied is not None else load_classifier(cfg, info)
+    card = loaded.card
     device = str(cfg.device)
+    model = build_defense(defense_spec, loaded.model)
+    check_trained_as_declared(model, card)
     model = model.to(device).eval()
+    backbone = undefended_backbone(cfg, info, model, card)
+    if backbone is not None:
+        backbone = backbone.to(device).eval()
     context = AttackContext(info, cfg.data.root, str(cfg.paths.zoo_dir), train_config_from_cfg(cfg), device, card)
     for planned in plan:
         planned.attack.prepare(context)
+    adaptive = add_adaptive_attacks(plan, model, backbone, int(cfg.seed))
     battery = cfg.get("battery")
     mode = str(battery.get("mode", "independent")) if battery else "independent"
-    return Prepared(info, split, model, card, plan, device, mode, str(battery.name) if battery else None)
+    from bench.defenses import Defense
+
+    label = model.describe() if isinstance(model, Defense) else "none"
+    if adaptive:
+        print(f"defense {label}: {model.declaration.summary()}; adaptive attacks after the battery: "
+              f"{', '.join(adaptive)}", flush=True)
+    prep = Prepared(info, split, model, card, plan, device, mode, str(battery.name) if battery else None,
+                    label, adaptive, backbone, dict(loaded.reported))
+    evaluation_checks_wanted(cfg, prep)  # a bad checks.evaluation fails here, before any attack
+    return prep
 
 
 def open_records(cfg: DictConfig, prep: Prepared):
@@ -192,7 +304,7 @@ def open_records(cfg: DictConfig, prep: Prepared):
     return RecordSet.open(folder, fingerprint)
 
 
-def run_experiment(cfg: DictConfig, output_dir: str | Path) -> list[dict]:
+def run_experiment(cfg: DictConfig, output_dir: str | Path, supplied=None) -> list[dict]:
     """Train-or-load the model, attack (resuming from any records already written), then summarise.
 
     Per-sample records are written batch by batch and are the source of truth;
@@ -203,7 +315,7 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path) -> list[dict]:
     from bench.evaluate import evaluate
     from bench.records import shard_ranges
 
-    prep = prepare(cfg)
+    prep = prepare(cfg, supplied)
     records = open_records(cfg, prep)
     batch_size = int(cfg.eval.batch_size)
     n = len(prep.split)
@@ -248,7 +360,7 @@ def finalize(cfg: DictConfig, prep: Prepared, records, output_dir: str | Path) -
     """Records -> summary rows with provenance and flags -> summary.json, the local leaderboard, W&B."""
     import datetime as dt
 
-    from bench.checks import attach_flags, run_model_checks, run_prediction_checks
+    from bench.checks import attach_flags
     from bench.config import config_hash, to_dict
     from bench.evaluate import summary_rows
     from bench.leaderboard import track_path, upsert_rows
@@ -264,17 +376,18 @@ def finalize(cfg: DictConfig, prep: Prepared, records, output_dir: str | Path) -
     battery_cfg = to_dict(battery) if battery and battery.get("attacks") else None
     common = {
         "dataset": info.flag, "size": info.size, "split": prep.split.split, "model": prep.model_id,
-        "train": describe_training(card.train) if card.train else "", "defense": "none", "arch": card.arch,
+        "train": describe_training(card.train) if card.train else "", "defense": prep.defense, "arch": card.arch,
         "recipe": card.recipe, "battery": prep.battery_name or "", "battery_hash": battery_hash(battery_cfg),
+        "adaptive": ";".join(prep.adaptive),
         "seed": int(cfg.seed), "tag": str(cfg.get("tag", "")), "config_hash": config_hash(cfg),
         "weights_sha256": card.sha256, "git_commit": _git_commit(), "versions": _versions(),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
     rows = [{**common, **r} for r in rows]
-    probe = slice(0, min(32, len(prep.split)))
-    fired = run_model_checks(prep.model, prep.split.images[probe].to(prep.device),
-                             prep.split.labels[probe].to(prep.device), info.task)
-    fired.update(run_prediction_checks(clean_predictions(frame, info)))
+    for r in rows:  # the authors' number beside ours, on the rows that rank (the battery's worst case)
+        if r["kind"] == "battery" and prep.reported and r["eps_label"] in prep.reported:
+            r["reported_robust_acc"] = float(prep.reported[r["eps_label"]])
+    fired = run_all_checks(cfg, prep, frame)
     attach_flags(rows, list(fired))
     for flag, why in fired.items():
         print(f"  check {flag}: {why}", flush=True)
@@ -299,6 +412,41 @@ def finalize(cfg: DictConfig, prep: Prepared, records, output_dir: str | Path) -
     print(f"summary: {output_dir / 'summary.json'}", flush=True)
     print(admission_note(rows, written), flush=True)
     return rows
+
+
+def evaluation_checks_wanted(cfg: DictConfig, prep: Prepared) -> bool:
+    """checks.evaluation: true/false, or auto = for standard-battery and defended runs."""
+    from bench.errors import ConfigError
+
+    setting = str((cfg.get("checks") or {}).get("evaluation", "auto")).lower()
+    if setting not in ("auto", "true", "false"):
+        raise ConfigError(f"checks.evaluation={setting!r}; choose auto, true or false.")
+    if setting != "auto":
+        return setting == "true"
+    return prep.battery_name == "standard" or prep.defense != "none"
+
+
+def run_all_checks(cfg: DictConfig, prep: Prepared, frame) -> dict[str, str]:
+    """Model checks on a probe batch, prediction checks on the whole split, evaluation checks on the records."""
+    from bench.checks import EvaluationProbe, run_evaluation_checks, run_model_checks, run_prediction_checks
+
+    info = prep.info
+    probe = slice(0, min(32, len(prep.split)))
+    fired = run_model_checks(prep.model, prep.split.images[probe].to(prep.device),
+                             prep.split.labels[probe].to(prep.device), info.task)
+    fired.update(run_prediction_checks(clean_predictions(frame, info)))
+    if not evaluation_checks_wanted(cfg, prep):
+        print("  evaluation checks skipped (checks.evaluation=auto: neither the standard battery nor a defense); "
+              "the rows' `unreliable` is false by default", flush=True)
+        return fired
+    for norm in dict.fromkeys(p.attack.norm for p in prep.plan):
+        group = [p for p in prep.plan if p.attack.norm == norm]
+        steps = next((int(p.attack.params.get("steps", 100)) for p in group if p.attack.name == "apgd"), 100)
+        evaluation = EvaluationProbe(prep.model, prep.backbone, frame, prep.split.images, prep.split.labels, info.task,
+                                     norm, sorted({e for p in group for e in p.epsilons}), steps, int(cfg.seed),
+                                     prep.device)
+        fired.update(run_evaluation_checks(evaluation))
+    return fired
 
 
 def admission_note(rows: list[dict], written: list[Path]) -> str:

@@ -208,6 +208,18 @@ def tolerance(form: str, device: torch.device) -> tuple[float, float]:
 _CACHE: "weakref.WeakKeyDictionary[nn.Module, dict[str, AttackModel]]" = weakref.WeakKeyDictionary()
 
 
+def _uncheckable(model: nn.Module) -> str:
+    """Why ``model``'s forms cannot be checked against its eager forward ('' when they can)."""
+    declaration = getattr(model, "declaration", None)
+    if declaration is None:
+        return ""
+    if declaration.randomised:
+        return "the defense is randomised (two forwards differ)"
+    if declaration.transforms_input and not declaration.differentiable:
+        return "the defense's input transform runs outside autograd"
+    return ""
+
+
 def attack_model(model: nn.Module, form: str, device: str | torch.device, check_inputs: torch.Tensor) -> AttackModel:
     """The model in ``form`` (``auto``: the device's fastest checked form), numerics checked on ``check_inputs``.
 
@@ -217,6 +229,11 @@ def attack_model(model: nn.Module, form: str, device: str | torch.device, check_
     """
     dev = torch.device(device)
     name = resolve_form(form, dev)
+    uncheckable = _uncheckable(model)
+    if uncheckable and name != "torch_eager":
+        eager_form = attack_model(model, "torch_eager", dev, check_inputs)
+        return AttackModel(eager_form.module, "torch_eager", eager_form.prepare_s, eager_form.gap,
+                           f"{name} not used: {uncheckable}, so no form can be checked against eager")
     cached = _CACHE.setdefault(model, {})
     if name in cached:
         return cached[name]
@@ -235,6 +252,8 @@ def attack_model(model: nn.Module, form: str, device: str | torch.device, check_
                                        f"(atol {atol:g}, rtol {rtol:g})")
     except Exception as exc:  # compilation needs a C++ compiler (CPU) or Triton (GPU); some models do not trace
         module, gap, problem = reference, float("inf"), f"it failed to build: {type(exc).__name__}: {str(exc)[:300]}"
+    if name == "torch_eager":
+        gap, problem = 0.0, ""  # eager is the reference itself (a randomised model's two forwards differ)
     if problem:
         if form != AUTO:
             raise NumericsError(f"eval.model_form={name!r} cannot be used: {problem}. "

@@ -39,7 +39,12 @@ def training_settings(train: TrainConfig | dict) -> dict[str, object]:
             value = int(value)
         elif f.name == "n_train":
             value = None if value is None else int(value)
+        elif f.name == "defense_params":
+            value = {k: value[k] for k in sorted(value or {})}
         settings[f.name] = value
+    if settings["defense"] in (None, "none"):  # undefended training keeps the ids it had before defenses existed
+        settings.pop("defense")
+        settings.pop("defense_params")
     return settings
 
 
@@ -53,14 +58,19 @@ def describe_training(train: TrainConfig | dict) -> str:
     """``epochs=30 augment=none n_train=all lr=0.001 ...``: what a model was trained with, for people."""
     s = training_settings(train)
     milestones = ",".join(f"{m:g}" for m in s["milestones"])  # type: ignore[union-attr]
-    return (f"epochs={s['epochs']} augment={s['augment']} n_train={s['n_train'] or 'all'} lr={s['lr']:g} "
+    defense = ""
+    if "defense" in s:
+        shown = " ".join(f"{k}={v}" for k, v in s["defense_params"].items())  # type: ignore[union-attr]
+        defense = f"defense={s['defense']}" + (f" ({shown})" if shown else "") + " "
+    return (f"{defense}epochs={s['epochs']} augment={s['augment']} n_train={s['n_train'] or 'all'} lr={s['lr']:g} "
             f"batch_size={s['batch_size']} weight_decay={s['weight_decay']:g} milestones={milestones} gamma={s['gamma']:g}")
 
 
 def difference(wanted: TrainConfig | dict, found: TrainConfig | dict) -> str:
     """``epochs: 3 there, 100 asked for; ...``: how two trainings differ."""
     a, b = training_settings(found), training_settings(wanted)
-    return "; ".join(f"{k}: {a[k]} there, {b[k]} asked for" for k in a if a[k] != b[k])
+    keys = list(dict.fromkeys([*a, *b]))
+    return "; ".join(f"{k}: {a.get(k, 'none')} there, {b.get(k, 'none')} asked for" for k in keys if a.get(k) != b.get(k))
 
 
 def zoo_path(zoo_dir: str | Path, flag: str, size: int, model_name: str, train: TrainConfig) -> Path:

@@ -128,7 +128,8 @@ def board_row(**overrides) -> dict:
         train="epochs=100 augment=none n_train=all", defense="none", arch="resnet18", recipe="cifar_stem",
         attack="battery:standard", kind="battery", norm="linf", eps=2 / 255, eps_label="2/255", battery="standard",
         battery_hash="", n=156, seed=0, clean_acc=0.85, robust_acc=0.5, robust_acc_lo=0.42, robust_acc_hi=0.58,
-        asr=0.4, asr_lo=0.3, asr_hi=0.5, clean_auc=0.9, adv_auc=0.6, flags="", tag="test", config_hash="cfg0",
+        asr=0.4, asr_lo=0.3, asr_hi=0.5, clean_auc=0.9, adv_auc=0.6, flags="", unreliable="false", tag="test",
+        config_hash="cfg0",
         weights_sha256="ab" * 32, git_commit="0123456789ab", versions="torch=2.14.1",
     )
     row.update(overrides)

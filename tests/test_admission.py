@@ -39,7 +39,7 @@ def clean(preds, labels, flag="breastmnist", num_classes=2, scores=None) -> Clea
 # --------------------------------------------------------------------------------------------------
 def test_every_check_documents_its_threshold_and_whether_it_blocks_ranking():
     for check in CHECKS.values():
-        assert check.scope in ("model", "predictions", "rows") and check.threshold and check.meaning
+        assert check.scope in ("model", "predictions", "rows", "evaluation") and check.threshold and check.meaning
     assert {"constant_predictor", "below_published_baseline", "zero_grad", "nondeterministic"} <= {
         c.name for c in CHECKS.values() if c.blocks_ranking}
 

@@ -186,14 +186,31 @@ def _complete(ev: Evaluation) -> str | None:
 
 
 def _model_checks_text() -> str:
-    names = ", ".join(f"`{c.name}`" for c in CHECKS.values() if c.blocks_ranking)
-    return f"Its model passes every check that blocks ranking ({names}; thresholds in the checks table)."
+    names = ", ".join(f"`{c.name}`" for c in CHECKS.values() if c.blocks_ranking and not c.unreliable)
+    return f"Its model passes every model check that blocks ranking ({names}; thresholds in the checks table)."
 
 
 @rule("model_checks", _model_checks_text())
 def _model_checks(ev: Evaluation) -> str | None:
-    blocking = [f for f in ev.flags if f in blocking_flags()]
+    blocking = [f for f in ev.flags if f in blocking_flags() and not (f in CHECKS and CHECKS[f].unreliable)]
     return f"flagged {', '.join(blocking)}" if blocking else None
+
+
+def _reliable_text() -> str:
+    names = ", ".join(f"`{c.name}`" for c in CHECKS.values() if c.unreliable)
+    return (f"Its evaluation is not `unreliable`: the checks for evaluation flaws ({names}; Carlini et al. 2019, "
+            "AutoAttack) ran and none fired.")
+
+
+@rule("reliable", _reliable_text())
+def _reliable(ev: Evaluation) -> str | None:
+    flawed = [f for f in ev.flags if f in CHECKS and CHECKS[f].unreliable]
+    if flawed:
+        return f"unreliable: {', '.join(flawed)}"
+    if any(r.get("unreliable", "") == "" for r in ev.rows):
+        return "its evaluation checks were not recorded (written before they existed); rerun its command (the " \
+               "records resume) to add them"
+    return None
 
 
 @dataclass(frozen=True)

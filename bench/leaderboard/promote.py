@@ -16,7 +16,7 @@ from pathlib import Path
 
 from bench.errors import BenchError
 from bench.leaderboard.admission import Admission, Evaluation, admit, group_evaluations
-from bench.leaderboard.store import read_rows, upsert_rows
+from bench.leaderboard.store import read_rows, track_files, upsert_rows
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ def plan(source: Path, config_hashes: Sequence[str] = (), models: Sequence[str] 
         raise BenchError(f"local leaderboard folder {source} does not exist; run python scripts/attack.py first "
                          "(it writes outputs/leaderboard/<dataset>_<size>_<norm>.csv), or pass --from.")
     decisions = []
-    for path in sorted(source.glob("*.csv")):
+    for path in track_files(source):
         for ev in group_evaluations(read_rows(path)):
             if config_hashes and ev.config_hash not in config_hashes:
                 continue

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from bench.errors import BenchError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class LeaderboardSchemaError(BenchError):
@@ -76,8 +76,12 @@ def _problem_flags(text: str) -> str | None:
     return f"has flag names that are not identifiers: {bad}" if bad else None
 
 
+def _problem_bool(text: str) -> str | None:
+    return None if text in ("true", "false") else "not true or false"
+
+
 KINDS = {
-    "text": _problem_text, "count": _problem_count, "number": _problem_number, "fraction": _problem_fraction,
+    "bool": _problem_bool, "text": _problem_text, "count": _problem_count, "number": _problem_number, "fraction": _problem_fraction,
     "eps": _problem_eps, "flags": _problem_flags,
 }
 
@@ -129,6 +133,11 @@ SCHEMA: tuple[Column, ...] = (
     _c("forwards_per_sample", "number"), _c("backwards_per_sample", "number"), _c("seconds", "number"),
     # trust
     _c("flags", "flags", help="checks (bench/checks.py) that fired on this row or its model"),
+    _c("unreliable", "bool", since=3, help="true when an evaluation check fired (named in flags): the number "
+       "may overstate robustness"),
+    _c("adaptive", since=3, help="adaptive attacks the defense's declaration added after the battery (';'-joined)"),
+    _c("reported_robust_acc", "fraction", since=3, help="what the defense's authors report at this epsilon "
+       "(submissions), beside the measured robust_acc"),
     # provenance
     _c("tag"), _c("config_hash", required=True), _c("weights_sha256", required=True),
     _c("git_commit", required=True), _c("versions", required=True),

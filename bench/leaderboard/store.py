@@ -41,6 +41,13 @@ def format_value(value: object) -> str:
     return str(value)
 
 
+def track_files(folder: str | Path) -> list[Path]:
+    """The empirical track CSVs in a leaderboard folder (certified-track files have their own schema)."""
+    from bench.leaderboard.certified import is_certified_file
+
+    return [p for p in sorted(Path(folder).glob("*.csv")) if not is_certified_file(p)]
+
+
 def read_rows(path: str | Path) -> list[dict[str, str]]:
     """Read, validate and upgrade a leaderboard CSV; LeaderboardSchemaError names the file, line and column."""
     path = Path(path)

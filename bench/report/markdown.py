@@ -42,7 +42,10 @@ def _eps_cells(entry: RankedEntry, columns: Sequence[tuple[str, str]]) -> list[s
     cells = []
     for key, _ in columns:
         r = entry.by_eps.get(key)
-        cells.append("" if r is None else fmt_ci(r["robust_acc"], r["robust_acc_lo"], r["robust_acc_hi"]))
+        cell = "" if r is None else fmt_ci(r["robust_acc"], r["robust_acc_lo"], r["robust_acc_hi"])
+        if r is not None and r.get("reported_robust_acc"):
+            cell += f" (reported {fmt(r['reported_robust_acc'])})"  # the authors' number beside ours
+        cells.append(cell)
     return cells
 
 
@@ -64,28 +67,28 @@ def render_track_markdown(track: Track) -> str:
         "",
     ]
     if ranked:
-        header = ["rank", "model", "defense", "arch", "battery", "n", "clean_acc", *eps_header, "warnings", "config_hash",
-                  "weights"]
-        body = [[str(e.rank), e.model, e.defense, e.arch, e.attack, e.n, fmt(e.clean_acc), *_eps_cells(e, columns),
+        header = ["rank", "model", "defense", "arch", "battery", "adaptive", "n", "clean_acc", *eps_header, "warnings",
+                  "config_hash", "weights"]
+        body = [[str(e.rank), e.model, e.defense, e.arch, e.attack, e.adaptive, e.n, fmt(e.clean_acc), *_eps_cells(e, columns),
                  _md_flags(e.admission.warnings), e.config_hash, e.evaluation.weights_sha256[:8]] for e in ranked]
         lines += _md_table(header, body)
     else:
         lines += ["_No evaluation in this track meets the admission rules yet._"]
     if unranked:
         lines += ["", f"**Unranked** ({len(unranked)}): kept in `{track.path.name}`, never ranked, for the reason given.", ""]
-        header = ["model", "defense", "battery or attack", "n", "clean_acc", *eps_header, "why unranked", "config_hash",
-                  "weights"]
-        body = [[e.model, e.defense, e.attack, e.n, fmt(e.clean_acc), *_eps_cells(e, columns),
+        header = ["model", "defense", "battery or attack", "adaptive", "n", "clean_acc", *eps_header, "why unranked",
+                  "config_hash", "weights"]
+        body = [[e.model, e.defense, e.attack, e.adaptive, e.n, fmt(e.clean_acc), *_eps_cells(e, columns),
                  "; ".join(e.admission.reasons), e.config_hash, e.evaluation.weights_sha256[:8]] for e in unranked]
         lines += _md_table(header, body)
     lines += ["", f"<details><summary>Every attack row of {track.title} ({len(track.rows)} rows)</summary>", ""]
     detail_header = ["model", "train", "defense", "attack", "eps", "n", "robust_acc", "asr", "clean_auc", "adv_auc",
-                     "linf_median", "l2_median", "queries_median", "flags", "config_hash"]
+                     "linf_median", "l2_median", "queries_median", "flags", "unreliable", "config_hash"]
     detail = [
         [r["model"], r["train"], r["defense"], r["attack"], eps_text(r), r["n"],
          fmt_ci(r["robust_acc"], r["robust_acc_lo"], r["robust_acc_hi"]), fmt_ci(r["asr"], r["asr_lo"], r["asr_hi"]),
          fmt(r["clean_auc"]), fmt(r["adv_auc"]), fmt(r["linf_median"], 4), fmt(r["l2_median"], 4),
-         fmt(r["queries_median"], 0), _md_flags(flag_list(r["flags"])), r["config_hash"]]
+         fmt(r["queries_median"], 0), _md_flags(flag_list(r["flags"])), r.get("unreliable", ""), r["config_hash"]]
         for r in sorted(track.rows, key=_detail_order)
     ]
     lines += _md_table(detail_header, detail) + ["", "</details>", ""]

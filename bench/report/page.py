@@ -27,6 +27,7 @@ HTML_COLUMNS = (
     ("battery", "battery", False), ("n", "n", True), ("clean_acc", "clean acc", True),
     ("robust_acc", "robust acc [95% CI]", True), ("flags", "flags", False),
     # secondary
+    ("reported_robust_acc", "reported", True), ("unreliable", "unreliable", False), ("adaptive", "adaptive attacks", False),
     ("asr", "ASR [95% CI]", True), ("clean_auc", "clean AUC", True), ("adv_auc", "adv AUC", True),
     ("kind", "kind", False), ("size", "size", True), ("train", "training", False), ("date", "date", False),
     ("git_commit", "commit", False), ("config_hash", "config", False),
@@ -69,8 +70,10 @@ def _html_cell(col: str, numeric: bool, r: Row, entry: RankedEntry) -> str:
         sort, shown = eps_key(r), eps_text(r)
     elif col in ("robust_acc", "asr"):
         shown = fmt_ci(r[col], r[f"{col}_lo"], r[f"{col}_hi"])
-    elif col in ("clean_acc", "clean_auc", "adv_auc"):
+    elif col in ("clean_acc", "clean_auc", "adv_auc", "reported_robust_acc"):
         shown = fmt(r[col])
+    elif col == "adaptive":
+        shown = r[col].replace(";", ", ")
     elif col == "flags":
         return f'<td data-col="flags" data-sort="{_e(r["flags"])}">{_flag_badges(flag_list(r["flags"]))}</td>'
     elif col == "git_commit":

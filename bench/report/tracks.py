@@ -13,7 +13,7 @@ from pathlib import Path
 
 from bench.checks import CHECKS
 from bench.errors import BenchError
-from bench.leaderboard import read_rows
+from bench.leaderboard.store import read_rows, track_files
 from bench.leaderboard.admission import Admission, Evaluation, admit, group_evaluations
 
 Row = Mapping[str, str]
@@ -51,7 +51,7 @@ class Track:
 def load_tracks(leaderboard_dir: str | Path) -> list[Track]:
     """Read every ``*.csv`` under ``leaderboard_dir`` (sorted); LeaderboardSchemaError names a bad file."""
     tracks = []
-    for path in sorted(Path(leaderboard_dir).glob("*.csv")):
+    for path in track_files(leaderboard_dir):
         rows = tuple(read_rows(path))
         parts = path.stem.rsplit("_", 2)
         dataset, size, norm = parts if len(parts) == 3 else (path.stem, "", "")
@@ -142,6 +142,11 @@ class RankedEntry:
     def attack(self) -> str:
         """What produced the entry's numbers: ``battery:standard``, or the single attack's id."""
         return self.evaluation.primary_rows[0]["attack"]
+
+    @property
+    def adaptive(self) -> str:
+        """The adaptive attacks the defense's declaration added ('' for undefended models)."""
+        return (self.evaluation.first("adaptive") or "").replace(";", ", ")
 
     @property
     def n(self) -> str:

@@ -1,0 +1,185 @@
+"""The certified track: randomised smoothing's certified L2 accuracy, one CSV per dataset and size.
+
+File: ``<leaderboard_dir>/<flag>_<size>_certified_l2.csv``, written by ``scripts/certify.py``; it sits beside
+the empirical tracks' files but has its own columns, so code that globs ``*.csv`` there for the empirical
+schema must skip it (:func:`is_certified_file`).
+
+Layout: **one row per (evaluation, radius)**, the long form the empirical track
+uses (one row per epsilon), rather than one row per evaluation with a column
+per radius. Why: the radii are a setting (``certify.radii``), not a schema
+change (asking for radius 0.75 adds rows, not a column every older file
+lacks); each radius carries its own 95% interval and count in plain columns; and
+a re-run with more radii upserts its rows next to, or over, the old ones because
+the configuration hash leaves out the radii (they change which rows are
+summarised, not a single certificate). The per-evaluation values (abstention
+rate, mean radius, seconds) repeat on each of its rows.
+
+Every column is declared once (kind and whether a new row must fill it), with
+the kinds of the empirical track (:mod:`bench.leaderboard.schema`); a file is
+validated on read (a bad header or cell is refused naming the file, line and
+column, and the file is left as it was), and rows are upserted by :data:`KEY`
+under a lock, by rewriting to a temporary file renamed over the old one.
+
+``certified_acc_lo``/``_hi`` are a 95% Clopper-Pearson interval over the
+evaluated samples (the certificates themselves each hold with probability at
+least ``1 - alpha`` over the noise draws; the interval does not include that).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+from filelock import FileLock
+
+from bench.atomic import atomic_write
+from bench.leaderboard.schema import Column, LeaderboardSchemaError
+from bench.leaderboard.store import format_value
+
+CERTIFIED_SCHEMA_VERSION = 1
+NORM = "l2"
+
+
+def _c(name: str, kind: str = "text", required: bool = True, help: str = "") -> Column:
+    return Column(name, kind, required, 1, help)
+
+
+CERTIFIED_SCHEMA: tuple[Column, ...] = (
+    # what was certified
+    _c("date", help="when the row was written (UTC, ISO 8601)"),
+    _c("dataset"), _c("size", "count"),
+    _c("split", help="the certified split; n_examples < its size means a deterministic subset"),
+    _c("n", "count", help="samples certified (the subset size, or the whole split)"),
+    _c("model", help="model name and training seed"),
+    _c("train", required=False, help="how the base classifier was trained, from its card"),
+    _c("defense", help="the defense as the empirical track names it: smoothing(sigma=0.25)"), _c("arch"), _c("recipe"),
+    # how
+    _c("sigma", "number", help="standard deviation of the Gaussian noise (inputs in [0, 1])"),
+    _c("n0", "count", help="noise draws that select the top class"),
+    _c("n_noise", "count", help="noise draws that estimate pA (Cohen et al.: 100000); the n actually used"),
+    _c("alpha", "fraction", help="failure probability of each certificate"),
+    _c("seed", "count"),
+    # metrics
+    _c("radius", "number", help="L2 radius (inputs in [0, 1])"),
+    _c("certified_acc", "fraction", help="samples not abstained, correct, with certified radius >= radius"),
+    _c("certified_acc_lo", "fraction", help="95% Clopper-Pearson interval over the samples"),
+    _c("certified_acc_hi", "fraction"),
+    _c("abstain_rate", "fraction", help="samples where CERTIFY abstained (pA's lower bound < 1/2)"),
+    _c("mean_radius", "number", help="mean certified radius of the correct, non-abstained samples"),
+    _c("seconds", "number", help="wall-clock seconds of the certification (all samples)"),
+    _c("device", required=False, help="where the noise was drawn (cpu, cuda); CPU and GPU draws differ"),
+    # provenance
+    _c("tag", required=False), _c("config_hash"), _c("weights_sha256"), _c("git_commit"), _c("versions"),
+)
+COLUMNS: tuple[str, ...] = tuple(c.name for c in CERTIFIED_SCHEMA)
+BY_NAME: dict[str, Column] = {c.name: c for c in CERTIFIED_SCHEMA}
+# An evaluation is (configuration, weights, model); it has one row per radius.
+KEY = ("config_hash", "weights_sha256", "model", "radius")
+
+
+def certified_track_name(dataset: str, size: int | str) -> str:
+    return f"{dataset}_{size}_certified_{NORM}"
+
+
+def certified_path(leaderboard_dir: str | Path, dataset: str, size: int | str) -> Path:
+    return Path(leaderboard_dir) / f"{certified_track_name(dataset, size)}.csv"
+
+
+def is_certified_file(path: str | Path) -> bool:
+    """Whether a CSV in a leaderboard folder is a certified-track file (readers of the empirical tracks skip it)."""
+    return Path(path).name.endswith(f"_certified_{NORM}.csv")
+
+
+def _check_header(header: Sequence[str], where: str) -> None:
+    seen: set[str] = set()
+    for i, name in enumerate(header):
+        if name not in BY_NAME:
+            expected = COLUMNS[i] if i < len(COLUMNS) else None
+            hint = f"; the certified track expects {expected!r} there" if expected and expected not in header else ""
+            raise LeaderboardSchemaError(
+                f"{where}: line 1, column {i + 1} is {name!r}, which is not a certified-track column{hint} "
+                f"(columns: {', '.join(COLUMNS)}). Restore the header; the file was left unchanged.")
+        if name in seen:
+            raise LeaderboardSchemaError(f"{where}: line 1 names column {name!r} twice. Remove one; the file was left unchanged.")
+        seen.add(name)
+    missing = [c for c in COLUMNS if c not in seen]
+    if missing:
+        raise LeaderboardSchemaError(f"{where}: line 1 lacks the column(s) {', '.join(map(repr, missing))}. "
+                                     "Restore them; the file was left unchanged.")
+
+
+def _check_row(header: Sequence[str], values: Sequence[str], where: str, line: int) -> dict[str, str]:
+    if len(values) != len(header):
+        raise LeaderboardSchemaError(
+            f"{where}: line {line} has {len(values)} fields, expected {len(header)} ({', '.join(header)}). "
+            "Fix or delete that line; the file was left unchanged.")
+    row = dict(zip(header, values))
+    for name in COLUMNS:
+        problem = BY_NAME[name].problem(row[name])
+        if problem is None and name == "certified_acc_lo" and row[name] and row["certified_acc"] and row["certified_acc_hi"]:
+            lo, acc, hi = float(row[name]), float(row["certified_acc"]), float(row["certified_acc_hi"])
+            if not lo <= acc <= hi:
+                problem = f"the interval [{lo}, {hi}] does not contain certified_acc {acc}"
+        if problem:
+            raise LeaderboardSchemaError(
+                f"{where}: line {line}, column {header.index(name) + 1} ({name}) is {row[name]!r}: {problem}. "
+                "Correct the cell from the run's summary.json, or delete the line and rerun scripts/certify.py; "
+                "the file was left unchanged.")
+    return {c: row[c] for c in COLUMNS}
+
+
+def read_certified(path: str | Path) -> list[dict[str, str]]:
+    """Read and validate a certified-track CSV; LeaderboardSchemaError names the file, line and column."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    with open(path, newline="") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, None)
+        if header is None:
+            return []
+        _check_header(header, str(path))
+        return [_check_row(header, values, str(path), line) for line, values in enumerate(reader, start=2)]
+
+
+def validate_certified_row(row: Mapping[str, str], where: str = "new row") -> None:
+    """Refuse a row about to be written with an empty required cell or a value its column does not accept."""
+    for column in CERTIFIED_SCHEMA:
+        value = row.get(column.name, "")
+        problem = column.problem(value) if value != "" else ("empty, but every new row must record it"
+                                                               if column.required else None)
+        if problem:
+            raise LeaderboardSchemaError(f"{where}: column {column.name} is {value!r}: {problem}; nothing was written.")
+    lo, acc, hi = (float(row[c]) for c in ("certified_acc_lo", "certified_acc", "certified_acc_hi"))
+    if not lo <= acc <= hi:
+        raise LeaderboardSchemaError(f"{where}: interval [{lo}, {hi}] does not contain certified_acc {acc}; nothing was written.")
+
+
+def certified_key(row: Mapping[str, object]) -> tuple[str, ...]:
+    return tuple(format_value(row.get(k)) for k in KEY)
+
+
+def upsert_certified(path: str | Path, new_rows: Iterable[Mapping[str, object]]) -> Path:
+    """Add ``new_rows``, replacing rows with the same key; every row validated first, written atomically under a lock."""
+    path = Path(path)
+    new = [{c: format_value(r.get(c)) for c in COLUMNS} for r in new_rows]
+    for i, row in enumerate(new):
+        validate_certified_row(row, f"{path}: new row {i + 1} ({row['model']} sigma={row['sigma']} radius={row['radius']})")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + ".lock", timeout=120):
+        existing = read_certified(path)
+        replaced = {certified_key(r) for r in new}
+        kept = [r for r in existing if certified_key(r) not in replaced]
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(kept + new)
+        atomic_write(path, buffer.getvalue())
+    return path
+
+
+__all__ = ["BY_NAME", "CERTIFIED_SCHEMA", "CERTIFIED_SCHEMA_VERSION", "COLUMNS", "KEY", "certified_key",
+           "certified_path", "certified_track_name", "is_certified_file", "read_certified", "upsert_certified",
+           "validate_certified_row"]
