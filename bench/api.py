@@ -54,7 +54,7 @@ def evaluate_model(
                           "overrides=['attack=<an attack of that norm>'].")
     out = Path(output_dir) if output_dir else Path(tempfile.mkdtemp(prefix="medbench-"))
     args = [f"dataset={dataset}", f"dataset.size={size}", f"defense={defense}", "logger=none", f"seed={seed}",
-            f"device={device}", f"paths.output_root={out}", "checkpoint=null"]
+            f"device={device}", f"paths.output_root={out}", f"paths.output_dir={out / 'run'}", "checkpoint=null"]
     if battery:
         args.append(f"battery={battery}")
     if n_examples is not None:

@@ -226,6 +226,7 @@ def check_trained_as_declared(model: torch.nn.Module, card) -> None:
 
 def add_adaptive_attacks(plan: list, model: torch.nn.Module, backbone, seed: int) -> tuple[str, ...]:
     """Append the adaptive attacks the defense's declaration calls for, at every epsilon of their norm."""
+    from bench.checks import BLACK_BOX_KINDS
     from bench.defenses import declaration_of
     from bench.defenses.adaptive import ADAPTIVE, AdaptiveContext, adaptive_attacks
     from bench.evaluate import PlannedAttack
@@ -241,7 +242,12 @@ def add_adaptive_attacks(plan: list, model: torch.nn.Module, backbone, seed: int
         context = AdaptiveContext(norm, seed, gradient, backbone)
         for name in names:
             attack_id = name if len(norms) == 1 else f"{name}_{norm}"
-            plan.append(PlannedAttack(attack_id, ADAPTIVE[name].build(context), epsilons, labels))
+            adaptive = PlannedAttack(attack_id, ADAPTIVE[name].build(context), epsilons, labels)
+            # white-box adaptive attacks go before the battery's black-box ones: a sample that only a black-box
+            # attack breaks then really is one every white-box attack (BPDA and EoT included) left robust
+            black = [i for i, p in enumerate(plan) if p.attack.kind in BLACK_BOX_KINDS]
+            at = black[0] if black and adaptive.attack.kind not in BLACK_BOX_KINDS else len(plan)
+            plan.insert(at, adaptive)
     return tuple(names)
 
 
@@ -343,6 +349,15 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path, supplied=None) -> li
     return finalize(cfg, prep, records, output_dir)
 
 
+def training_text(card) -> str:
+    """The row's ``train`` column: a submission's own summary, or the zoo's training settings from the card."""
+    from bench.zoo import describe_training
+
+    if not card.train:
+        return ""
+    return str(card.train["summary"]) if card.train.get("summary") else describe_training(card.train)
+
+
 def clean_predictions(frame, info: DatasetInfo):
     """The clean labels, predictions and scores of every evaluated sample, from the records."""
     import numpy as np
@@ -366,7 +381,6 @@ def finalize(cfg: DictConfig, prep: Prepared, records, output_dir: str | Path) -
     from bench.leaderboard import track_path, upsert_rows
     from bench.leaderboard.admission import battery_hash
     from bench.logging import make_sink
-    from bench.zoo import describe_training
 
     frame = records.read()
     info, card = prep.info, prep.card
@@ -376,7 +390,7 @@ def finalize(cfg: DictConfig, prep: Prepared, records, output_dir: str | Path) -
     battery_cfg = to_dict(battery) if battery and battery.get("attacks") else None
     common = {
         "dataset": info.flag, "size": info.size, "split": prep.split.split, "model": prep.model_id,
-        "train": describe_training(card.train) if card.train else "", "defense": prep.defense, "arch": card.arch,
+        "train": training_text(card), "defense": prep.defense, "arch": card.arch,
         "recipe": card.recipe, "battery": prep.battery_name or "", "battery_hash": battery_hash(battery_cfg),
         "adaptive": ";".join(prep.adaptive),
         "seed": int(cfg.seed), "tag": str(cfg.get("tag", "")), "config_hash": config_hash(cfg),

@@ -250,3 +250,16 @@ def test_an_older_leaderboard_file_is_upgraded_and_keeps_its_rows(tmp_path):
     assert after[: len(before)] == before  # every old row kept as it was
     assert after[-1]["adaptive"] == "bpda_apgd_ce;transfer_backbone" and after[-1]["reported_robust_acc"] == "0.7"
     assert "unreliable" in old.read_text().splitlines()[0].split(",")
+
+
+def test_any_module_is_evaluated_from_python_without_hydra(tmp_path, real_root):
+    from bench.api import evaluate_model
+
+    rows = evaluate_model(TinyNet(), dataset="breastmnist", battery="quick", epsilons=["2/255"], defense="bit_depth",
+                          n_examples=8, name="my_net", output_dir=tmp_path, overrides=["eval.model_form=torch_eager"])
+    battery = [r for r in rows if r["kind"] == "battery"]
+    assert [r["eps_label"] for r in battery] == ["2/255"] and battery[0]["n"] == 8
+    assert {r["model"] for r in rows} == {"my_net_seed0"} and {r["defense"] for r in rows} == {"bit_depth(bits=4)"}
+    assert rows[0]["adaptive"] == "bpda_apgd_ce;transfer_backbone"
+    assert {r["attack"] for r in rows} >= {"fgsm", "pgd_linf", "bpda_apgd_ce", "transfer_backbone"}
+    assert (tmp_path / "leaderboard" / "breastmnist_28_linf.csv").exists()  # local rows, never results/

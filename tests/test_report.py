@@ -111,7 +111,7 @@ def test_markdown_lists_every_model_keeps_intro_and_is_stable(rendered):
         assert model in text
     for dataset in DATASETS:
         assert f"## {dataset} 28x28 linf" in text
-    assert "| 1 | resnet18_28 | none | resnet18 | battery:standard | 156 | 0.870 | 0.640 [0.57, 0.71] |" in text
+    assert "| 1 | resnet18_28 | none | resnet18 | battery:standard |  | 156 | 0.870 | 0.640 [0.57, 0.71] |" in text
     before = {p: p.read_bytes() for p in rendered["written"]}
     again = write_all(root / "leaderboard", root / "records", out)
     assert again == rendered["written"]
@@ -130,7 +130,7 @@ def test_markdown_prints_the_rules_and_says_why_an_evaluation_is_unranked(render
     pneumonia = text[text.index("## pneumoniamnist"):]
     ranking, unranked = pneumonia.split("**Unranked** (1)")
     assert "| 1 | resnet18_28 |" in ranking and "vit_tiny" not in ranking.split("<details>")[0]
-    assert "| vit_tiny | none | battery:standard | 624 |" in unranked and "flagged zero_grad" in unranked
+    assert "| vit_tiny | none | battery:standard |  | 624 |" in unranked and "unreliable: zero_grad" in unranked
 
 
 def test_readme_block_creates_appends_and_refuses_broken_markers(tmp_path):
@@ -154,7 +154,7 @@ def test_ranking_orders_by_largest_eps_and_uses_battery_rows(rendered):
     ]
     _, pneumonia = ranking_rows(tracks[1].rows)
     assert [(e.rank, e.model) for e in pneumonia] == [(1, "resnet18_28"), (None, "vit_tiny")]
-    assert pneumonia[1].admission.reasons == ("flagged zero_grad",)
+    assert pneumonia[1].admission.reasons == ("unreliable: zero_grad",)
     assert pneumonia[1].admission.warnings == ("robust_acc_rises_with_eps",)
 
 
@@ -308,8 +308,8 @@ def test_page_in_headless_chromium(rendered, tmp_path):
         browser.click(browser.find("#filter-ranked"))  # the unranked evaluation appears, with its reason
         assert browser.execute(VISIBLE + ".length") == len(battery) == 16
         status = browser.find("tr.row[data-ranked='0'] td[data-col=status]")
-        assert browser.text(status).startswith("unranked: flagged zero_grad")
-        assert "not ranked: flagged zero_grad" in browser.attribute(status, "title")
+        assert browser.text(status).startswith("unranked: unreliable: zero_grad")
+        assert "not ranked: unreliable: zero_grad" in browser.attribute(status, "title")
         badge = browser.find("tr.row span.flag.flag-zero_grad")
         assert browser.displayed(badge) and browser.text(badge) == "zero_grad"
         assert "gradients vanish" in browser.attribute(badge, "title")
