@@ -10,6 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
+export MEDMNIST_ROOT=${MEDMNIST_ROOT:-../shared/data/medmnist}
 DATASETS=${DATASETS:-"breastmnist pneumoniamnist"}
 CERTIFY_N=${CERTIFY_N:-10000}
 SEED=${SEED:-0}
@@ -17,11 +18,10 @@ declare -A EPOCHS=([breastmnist]=30 [pneumoniamnist]=10)  # the undefended model
 
 for ds in $DATASETS; do
   common="dataset=$ds model=resnet18_native train.epochs=${EPOCHS[$ds]} seed=$SEED logger=none"
-  # trained defenses into the zoo (the undefended backbone exists already, trained by the same settings)
-  $PY scripts/train.py $common
-  $PY scripts/train.py $common defense=pgd_at
-  $PY scripts/train.py $common defense=trades
-  for sigma in 0.12 0.25; do $PY scripts/train.py $common defense=smoothing defense.params.sigma=$sigma; done
+  # trained defenses into the zoo (the undefended backbone is trained by the first attack run if missing)
+  $PY scripts/train.py $common reuse=true defense=pgd_at
+  $PY scripts/train.py $common reuse=true defense=trades
+  for sigma in 0.12 0.25; do $PY scripts/train.py $common reuse=true defense=smoothing defense.params.sigma=$sigma; done
   # the standard battery + adaptive attacks; `none` reruns the committed undefended evaluation (records resume)
   # so its rows get the evaluation checks
   for defense in none jpeg bit_depth median pgd_at trades; do

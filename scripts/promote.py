@@ -47,6 +47,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for d in decisions:
         print(d.line(args.dry_run))
+    from bench.leaderboard.certified import promote_certified
+
+    for line in promote_certified(args.source, args.target, args.dry_run):  # the certified track: whole splits only
+        print(line)
     promoted = sum(d.promote for d in decisions)
     verb = "would be promoted" if args.dry_run else "promoted"
     print(f"{promoted} of {len(decisions)} evaluation(s) {verb} into {args.target}"

@@ -254,3 +254,20 @@ def test_a_bad_argument_fails_before_any_compute_and_writes_nothing(tiny_model, 
     assert "n0=1000 > n=100" in proc.stderr and "Nothing was computed" in proc.stderr
     assert not (tmp_path / "out" / "leaderboard").exists()
     assert not (tmp_path / "zoo").exists()
+
+
+def test_only_whole_split_certificates_are_promoted_and_the_readme_shows_them(tmp_path):
+    from bench.leaderboard.certified import certified_markdown, promote_certified
+
+    local, results = tmp_path / "local", tmp_path / "results"
+    upsert_certified(certified_path(local, "breastmnist", 28),
+                     [certified_row(radius=r, certified_acc=a, certified_acc_lo=a - 0.1, certified_acc_hi=a + 0.1)
+                      for r, a in ((0.0, 0.8), (0.25, 0.5))]
+                     + [certified_row(config_hash="smoke", n=5, radius=0.0)])
+    lines = promote_certified(local, results)
+    assert any(line.strip().startswith("promoted") and "n=156" in line for line in lines)
+    assert any("kept local" in line and "n=5 is a subset of the 156-image test split" in line for line in lines)
+    promoted = read_certified(certified_path(results, "breastmnist", 28))
+    assert {r["config_hash"] for r in promoted} == {"cfg0"} and len(promoted) == 2
+    table = "\n".join(certified_markdown(certified_path(results, "breastmnist", 28)))
+    assert "| r=0 | r=0.25 |" in table and "| 0.800 [0.70, 0.90] | 0.500 [0.40, 0.60] |" in table

@@ -183,3 +183,75 @@ def upsert_certified(path: str | Path, new_rows: Iterable[Mapping[str, object]])
 __all__ = ["BY_NAME", "CERTIFIED_SCHEMA", "CERTIFIED_SCHEMA_VERSION", "COLUMNS", "KEY", "certified_key",
            "certified_path", "certified_track_name", "is_certified_file", "read_certified", "upsert_certified",
            "validate_certified_row"]
+
+
+# --------------------------------------------------------------------------------------------------
+# promotion and tables
+# --------------------------------------------------------------------------------------------------
+def certified_files(folder: str | Path) -> list[Path]:
+    return [p for p in sorted(Path(folder).glob("*.csv")) if is_certified_file(p)]
+
+
+def certified_evaluations(rows: Sequence[Mapping[str, str]]) -> list[list[Mapping[str, str]]]:
+    """Rows grouped by evaluation (configuration, weights, model), in first-seen order, radii ascending."""
+    groups: dict[tuple[str, str, str], list[Mapping[str, str]]] = {}
+    for r in rows:
+        groups.setdefault((r["config_hash"], r["weights_sha256"], r["model"]), []).append(r)
+    return [sorted(g, key=lambda r: float(r["radius"])) for g in groups.values()]
+
+
+def certified_admission(rows: Sequence[Mapping[str, str]]) -> str | None:
+    """Why a certified evaluation is not promoted (None: it is): it must certify the whole test split."""
+    from bench.leaderboard.admission import full_split_size
+
+    first = rows[0]
+    expected = full_split_size(first["dataset"], "test")
+    if first["split"] != "test":
+        return f"it certified the {first['split']} split, not the test split"
+    if expected is not None and str(first["n"]) != str(expected):
+        return f"n={first['n']} is a subset of the {expected}-image test split"
+    return None
+
+
+def promote_certified(source: Path, target: Path, dry_run: bool = False) -> list[str]:
+    """Copy certified evaluations of whole test splits into ``target``; one line per decision."""
+    lines = []
+    for path in certified_files(source):
+        for ev in certified_evaluations(read_certified(path)):
+            why = certified_admission(ev)
+            what = ("would promote" if dry_run else "promoted") if why is None else "kept local"
+            lines.append(f"{what:>14}  {path.name}  {ev[0]['model']}  {ev[0]['defense']}  n={ev[0]['n']}  "
+                         f"n_noise={ev[0]['n_noise']}" + (f"  [{why}]" if why else ""))
+            if why is None and not dry_run:
+                upsert_certified(target / path.name, ev)
+    return lines
+
+
+def certified_markdown(path: Path) -> list[str]:
+    """A Markdown table of one certified track: certified accuracy [95% CI] per radius, per evaluation."""
+    rows = read_certified(path)
+    evaluations = certified_evaluations(rows)
+    if not evaluations:
+        return []
+    radii = sorted({float(r["radius"]) for r in rows})
+    first = rows[0]
+    lines = [f"## {first['dataset']} {first['size']}x{first['size']}, certified L2 (randomised smoothing)", "",
+             "Cohen et al.'s CERTIFY (`python scripts/certify.py ...`): a sample counts at radius r when the "
+             "smoothed classifier does not abstain, is correct, and its certified radius is at least r. "
+             "Certified accuracy [95% Clopper-Pearson interval over samples]; `n_noise` is the number of noise "
+             "draws used (Cohen et al. use 100,000).", ""]
+    header = ["model", "defense", "n", "n0", "n_noise", "alpha", *[f"r={r:g}" for r in radii], "abstain",
+              "config_hash", "weights"]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for ev in evaluations:
+        by_radius = {float(r["radius"]): r for r in ev}
+        cells = []
+        for radius in radii:
+            r = by_radius.get(radius)
+            cells.append("" if r is None else f"{float(r['certified_acc']):.3f} [{float(r['certified_acc_lo']):.2f}, "
+                                              f"{float(r['certified_acc_hi']):.2f}]")
+        e = ev[0]
+        lines.append("| " + " | ".join([e["model"], e["defense"], e["n"], e["n0"], e["n_noise"], e["alpha"], *cells,
+                                        f"{float(e['abstain_rate']):.3f}", e["config_hash"], e["weights_sha256"][:8]])
+                     + " |")
+    return lines + [""]

@@ -55,12 +55,14 @@ def write_all(leaderboard_dir: str | Path, records_root: str | Path, out: str | 
             f"leaderboard folder {leaderboard_dir} does not exist; pass --leaderboard-dir, or create tracks first "
             "with python scripts/attack.py (it appends to results/leaderboard/<dataset>_<size>_<norm>.csv)."
         )
+    from bench.leaderboard.certified import certified_files
+
     tracks = load_tracks(leaderboard_dir)
     source = _display(leaderboard_dir)
     readme = out / "README.md"
     existing = readme.read_text() if readme.exists() else None
     outputs: dict[Path, str | bytes] = {
-        readme: update_readme_block(existing, render_markdown(tracks, source)),
+        readme: update_readme_block(existing, render_markdown(tracks, source, certified_files(leaderboard_dir))),
         out / "leaderboard.html": render_html(tracks, source),
     }
     figures = out / "figures"

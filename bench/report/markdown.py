@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 from bench.leaderboard.admission import rules_markdown
+from bench.leaderboard.certified import certified_markdown
 from bench.report.tracks import (
     REGENERATE, RankedEntry, ReportError, Row, Track, eps_text, flag_list, fmt, fmt_ci, is_battery, num, ranking_rows,
 )
@@ -95,7 +97,8 @@ def render_track_markdown(track: Track) -> str:
     return "\n".join(lines)
 
 
-def render_markdown(tracks: Sequence[Track], source: str = "results/leaderboard") -> str:
+def render_markdown(tracks: Sequence[Track], source: str = "results/leaderboard",
+                    certified_paths: Sequence[Path] = ()) -> str:
     """The generated block of results/README.md, markers included: the rules, the checks, then every track."""
     lines = [
         MARK_START,
@@ -113,6 +116,8 @@ def render_markdown(tracks: Sequence[Track], source: str = "results/leaderboard"
     if not tracks:
         lines += [f"_No leaderboard tracks yet: `{source}` holds no CSV._", ""]
     lines += [render_track_markdown(t) for t in tracks]
+    for path in certified_paths:
+        lines += certified_markdown(path)
     return "\n".join(lines).rstrip("\n") + "\n" + MARK_END + "\n"
 
 
