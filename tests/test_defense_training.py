@@ -10,7 +10,7 @@ import torch
 
 from bench.attacks import build_attack
 from bench.data import load_split
-from bench.defenses.training import TRAINING_METHODS, PGDAdversarialTraining, training_method
+from bench.defenses.training import TRAINING_METHODS, PGDAdversarialTraining, accuracy, training_method
 from bench.errors import ConfigError
 from bench.models import ModelSpec, load_checkpoint
 from bench.tasks import get_task
@@ -55,18 +55,18 @@ def test_a_pgd_trained_model_is_more_robust_than_the_standard_one_at_2_255(stand
     assert card.train["defense"] == "pgd_at" and card.train["propagations_per_step"] == PGD_AT["steps"] + 1
 
 
-def test_the_kept_checkpoint_is_the_epoch_with_the_best_robust_val_accuracy(standard_and_pgd_trained, real_root):
+def test_the_kept_checkpoint_is_the_epoch_with_the_best_robust_balanced_val_accuracy(standard_and_pgd_trained, real_root):
     _, (model, card) = standard_and_pgd_trained
     per_epoch = card.train["history"]
     assert [h["epoch"] for h in per_epoch] == list(range(1, BUDGET["epochs"] + 1))
-    best = max(per_epoch, key=lambda h: (h["robust_val_acc"], h["val_auc"]))  # first of the best; ties: clean AUC
-    assert card.train["selected_by"] == "robust_val_acc"
+    best = max(per_epoch, key=lambda h: (h["robust_val_bacc"], h["val_auc"]))  # first of the best; ties: clean AUC
+    assert card.train["selected_by"] == "robust_val_bacc"
     assert card.metrics["best_epoch"] == best["epoch"]
-    assert card.metrics["robust_val_acc"] == best["robust_val_acc"]
+    assert card.metrics["robust_val_bacc"] == best["robust_val_bacc"]
     # The weights saved are that epoch's: re-measuring them gives its robust accuracy again.
     val = load_split("breastmnist", "val", 28, real_root)
     method = training_method("pgd_at", val.info.task, PGD_AT, seed=BUDGET["seed"])
-    assert method.score(model, val, {}, "cpu") == best["robust_val_acc"]
+    assert method.score(model, val, {}, "cpu") == best["robust_val_bacc"]
 
 
 def test_selection_keeps_the_best_scoring_epoch_even_when_it_is_not_the_last(real_root, tmp_path, monkeypatch):
@@ -79,14 +79,14 @@ def test_selection_keeps_the_best_scoring_epoch_even_when_it_is_not_the_last(rea
     monkeypatch.setattr(PGDAdversarialTraining, "score", scripted)
     cfg = TrainConfig(epochs=3, n_train=32, defense="pgd_at", defense_params={"eps": "4/255", "steps": 1})
     _, card = train_classifier(SPEC, "breastmnist", 28, real_root, cfg, tmp_path / "m.safetensors")
-    assert card.metrics["best_epoch"] == 2 and card.metrics["robust_val_acc"] == 0.6
+    assert card.metrics["best_epoch"] == 2 and card.metrics["robust_val_bacc"] == 0.6
     saved, _ = load_checkpoint(tmp_path / "m.safetensors", 1, 2)
     assert all(torch.equal(v, weights[1][k]) for k, v in saved.state_dict().items())
 
 
 @pytest.mark.parametrize("method, params, metric, passes", [
-    ("trades", {"eps": "4/255", "steps": 1, "beta": 6.0, "val_steps": 2}, "robust_val_acc", 1 + 3),
-    ("gaussian_noise", {"sigma": 0.25}, "noisy_val_acc", 1),
+    ("trades", {"eps": "4/255", "steps": 1, "beta": 6.0, "val_steps": 2}, "robust_val_bacc", 1 + 3),
+    ("gaussian_noise", {"sigma": 0.25}, "noisy_val_bacc", 1),
 ])
 def test_trades_and_noise_training_write_a_card_naming_the_method_its_params_and_budget(
         method, params, metric, passes, real_root, tmp_path, capsys):
@@ -160,3 +160,16 @@ def test_a_misconfigured_defense_fails_before_any_training(real_root, tmp_path):
         train_classifier(SPEC, "breastmnist", 28, real_root, TrainConfig(epochs=50, defense="madry"), tmp_path / "m.safetensors")
     assert not list(tmp_path.iterdir())
     assert set(TRAINING_METHODS) == {"none", "pgd_at", "trades", "gaussian_noise"}
+
+
+def test_selection_scores_a_majority_class_predictor_at_chance_not_at_the_majority_share():
+    """On BreastMNIST 73% of val is one class: plain robust accuracy would keep a collapsed epoch."""
+
+    class Majority(torch.nn.Module):
+        def forward(self, x):
+            return torch.tensor([[0.0, 1.0]]).expand(len(x), 2)
+
+    task = get_task("binary-class")
+    labels = torch.tensor([1] * 73 + [0] * 27)
+    score = accuracy(Majority(), task, torch.zeros(100, 1, 28, 28), labels, "cpu", lambda x, y: x)
+    assert score == 0.5

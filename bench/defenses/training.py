@@ -128,22 +128,34 @@ def kl_divergence(task: Task, clean_logits: torch.Tensor, adv_logits: torch.Tens
 @torch.no_grad()
 def accuracy(model: nn.Module, task: Task, images: torch.Tensor, labels: torch.Tensor, device: str,
              perturb: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], batch_size: int = 256) -> float:
-    """Accuracy of ``model`` (eval mode) on ``perturb(x, y)`` over a whole split, batch by batch."""
+    """Class-balanced accuracy of ``model`` (eval mode) on ``perturb(x, y)`` over a whole split, batch by batch.
+
+    Single-label tasks average the per-class accuracies (balanced accuracy), so a model that predicts the
+    majority class for everything, which no perturbation can flip, scores chance and is never selected
+    (on BreastMNIST plain robust accuracy would keep such an epoch: 73% of the val split is one class).
+    Multi-label tasks use the per-label accuracy over all labels.
+    """
     model.eval()
-    correct = 0
+    correct, targets = [], []
     for i in range(0, len(images), batch_size):
         x, y = images[i : i + batch_size].to(device), labels[i : i + batch_size].to(device)
         with torch.enable_grad():
             x = perturb(x, y)
-        correct += int(task.correct(model(x), y).sum())
-    return correct / max(1, len(images))
+        correct.append(task.correct(model(x), y).float().cpu())
+        targets.append(y.cpu())
+    if not correct:
+        return 0.0
+    hits, y_all = torch.cat(correct), torch.cat(targets)
+    if task.multi_label:
+        return float(hits.mean())
+    return float(torch.stack([hits[y_all == c].mean() for c in torch.unique(y_all)]).mean())
 
 
 class _Adversarial(TrainingMethod):
-    """What PGD-AT and TRADES share: an L-inf budget, a step count, and selection by robust val accuracy."""
+    """What PGD-AT and TRADES share: an L-inf budget, a step count, and selection by robust balanced val accuracy."""
 
     PARAMS: ClassVar[Mapping[str, object]] = {"eps": REQUIRED, "steps": 7, "rel_stepsize": None, "val_steps": 10}
-    selection_metric = "robust_val_acc"
+    selection_metric = "robust_val_bacc"
 
     def __init__(self, task, params=None, seed=0):
         super().__init__(task, params, seed)
@@ -163,7 +175,7 @@ class _Adversarial(TrainingMethod):
             raise ConfigError(f"training method {self.name!r}: rel_stepsize={rel!r} must be positive.")
 
     def score(self, model, val, val_metrics, device):
-        """Accuracy under our PGD (``val_steps`` steps, step 2.5 eps/steps, fixed seed) at the training eps."""
+        """Balanced accuracy under our PGD (``val_steps`` steps, step 2.5 eps/steps, fixed seed) at the training eps."""
         from bench.attacks import build_attack  # the evaluation's own PGD, so selection uses what evaluation uses
 
         attack = build_attack("pgd", "linf", seed=self.seed,
@@ -228,7 +240,7 @@ class GaussianNoise(TrainingMethod):
 
     name = "gaussian_noise"
     PARAMS = {"sigma": REQUIRED}
-    selection_metric = "noisy_val_acc"
+    selection_metric = "noisy_val_bacc"
 
     def __init__(self, task, params=None, seed=0):
         super().__init__(task, params, seed)
@@ -241,7 +253,7 @@ class GaussianNoise(TrainingMethod):
         return self.task.loss(model(x + self.sigma * self.noise(x.shape, x.device)), y)
 
     def score(self, model, val, val_metrics, device):
-        """Accuracy on one noise draw of the same sigma, the same draw every epoch (fixed seed)."""
+        """Balanced accuracy on one noise draw of the same sigma, the same draw every epoch (fixed seed)."""
         generator = torch.Generator().manual_seed(self.seed)
         return accuracy(model, self.task, val.images, self.task.labels_as_targets(val.labels), device,
                         lambda x, y: x + self.sigma * self.noise(x.shape, x.device, generator))
