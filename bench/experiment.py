@@ -287,7 +287,7 @@ def prepare(cfg: DictConfig, supplied=None) -> Prepared:
 
     label = model.describe() if isinstance(model, Defense) else "none"
     if adaptive:
-        print(f"defense {label}: {model.declaration.summary()}; adaptive attacks after the battery: "
+        print(f"defense {label}: {model.declaration.summary()}; adaptive attacks (white-box before Square, transfer last): "
               f"{', '.join(adaptive)}", flush=True)
     prep = Prepared(info, split, model, card, plan, device, mode, str(battery.name) if battery else None,
                     label, adaptive, backbone, dict(loaded.reported))

@@ -21,13 +21,14 @@ for ds in $DATASETS; do
   # trained defenses into the zoo (the undefended backbone is trained by the first attack run if missing)
   $PY scripts/train.py $common reuse=true defense=pgd_at
   $PY scripts/train.py $common reuse=true defense=trades
-  for sigma in 0.12 0.25; do $PY scripts/train.py $common reuse=true defense=smoothing defense.params.sigma=$sigma; done
-  # the standard battery + adaptive attacks; `none` reruns the committed undefended evaluation (records resume)
-  # so its rows get the evaluation checks
-  for defense in none jpeg bit_depth median pgd_at trades; do
+  # the standard battery + adaptive attacks: the undefended model first (the trained defenses' comparison
+  # and the input transforms' backbone), then the trained defenses, then the input transforms
+  for defense in none pgd_at trades bit_depth jpeg median; do
     $PY scripts/attack.py $common battery=standard defense=$defense
   done
+  # randomised smoothing: Gaussian-noise training, then Cohen et al.'s CERTIFY (its own certified track)
   for sigma in 0.12 0.25; do
+    $PY scripts/train.py $common reuse=true defense=smoothing defense.params.sigma=$sigma
     $PY scripts/certify.py $common defense=smoothing defense.params.sigma=$sigma certify.n=$CERTIFY_N
   done
 done

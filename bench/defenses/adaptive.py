@@ -1,4 +1,4 @@
-"""Adaptive attacks, chosen by a defense's declaration and run after the standard battery.
+"""Adaptive attacks, chosen by a defense's declaration and run with the standard battery.
 
 Each is registered with the rule that selects it (Tramer et al. 2020: an
 evaluation must attack the defense as built, not the model it wraps):
@@ -11,9 +11,11 @@ evaluation must attack the defense as built, not the model it wraps):
 - ``transfer_backbone``: MI-FGSM examples crafted on the undefended backbone
   of the same recipe and seed, evaluated on the defense (transfer).
 
-They join the plan after the battery's attacks, in sequential mode each sees
-only the samples still robust, and the battery row is the per-sample worst
-case over everything run. The standard battery's hash is unchanged: the
+They join the battery's plan: the white-box ones after its white-box attacks
+and before its black-box ones (Square), the transfer attack last, so a sample
+only a black-box attack breaks is one every white-box attack left robust. In
+sequential mode each sees only the samples still robust, and the battery row
+is the per-sample worst case over everything run. The standard battery's hash is unchanged: the
 adaptive attacks follow from the declaration, and the ``adaptive`` column
 names them.
 """

@@ -135,7 +135,7 @@ SCHEMA: tuple[Column, ...] = (
     _c("flags", "flags", help="checks (bench/checks.py) that fired on this row or its model"),
     _c("unreliable", "bool", since=3, help="true when an evaluation check fired (named in flags): the number "
        "may overstate robustness"),
-    _c("adaptive", since=3, help="adaptive attacks the defense's declaration added after the battery (';'-joined)"),
+    _c("adaptive", since=3, help="adaptive attacks the defense's declaration added to the battery (';'-joined)"),
     _c("reported_robust_acc", "fraction", since=3, help="what the defense's authors report at this epsilon "
        "(submissions), beside the measured robust_acc"),
     # provenance

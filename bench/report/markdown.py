@@ -7,6 +7,7 @@ from pathlib import Path
 
 from bench.leaderboard.admission import rules_markdown
 from bench.leaderboard.certified import certified_markdown
+from bench.report.findings import findings_markdown
 from bench.report.tracks import (
     REGENERATE, RankedEntry, ReportError, Row, Track, eps_text, flag_list, fmt, fmt_ci, is_battery, num, ranking_rows,
 )
@@ -115,7 +116,8 @@ def render_markdown(tracks: Sequence[Track], source: str = "results/leaderboard"
     ]
     if not tracks:
         lines += [f"_No leaderboard tracks yet: `{source}` holds no CSV._", ""]
-    lines += [render_track_markdown(t) for t in tracks]
+    for t in tracks:
+        lines += [render_track_markdown(t), *findings_markdown(t)]
     for path in certified_paths:
         lines += certified_markdown(path)
     return "\n".join(lines).rstrip("\n") + "\n" + MARK_END + "\n"

@@ -1,0 +1,60 @@
+"""The defense findings in results/README.md are computed from the rows, intervals and all."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench.report.findings import findings_markdown
+from bench.report.tracks import Track
+from tests.conftest import board_row, evaluation_rows
+
+EPS2 = 2 / 255
+
+
+def track(rows) -> Track:
+    return Track("breastmnist_28_linf", "breastmnist", "28", "linf", Path("x.csv"), tuple(rows))
+
+
+def undefended(**kw):
+    return evaluation_rows((0.58, 0.28, 0.03, 0.0), model="resnet18_native_seed0", config_hash="base", **kw)
+
+
+def transform_rows():
+    """A BPDA-evaluated transform: plain gradient attacks leave 0.80 at 2/255, BPDA takes it to 0.20."""
+    common = dict(model="resnet18_native_seed0", defense="bit_depth(bits=4)", config_hash="bits",
+                  adaptive="bpda_apgd_ce;transfer_backbone", eps=EPS2, eps_label="2/255")
+    order = [("apgd_ce", "gradient", 0.82), ("fmn_linf", "minimum_norm", 0.80), ("bpda_apgd_ce", "gradient", 0.20),
+             ("square_linf", "score", 0.19), ("transfer_backbone", "transfer", 0.19)]
+    rows = [board_row(attack=a, kind=k, robust_acc=v, robust_acc_lo=v - 0.06, robust_acc_hi=v + 0.06, **common)
+            for a, k, v in order]
+    rows += [board_row(robust_acc=0.19, robust_acc_lo=0.13, robust_acc_hi=0.25,
+                       battery_hash=evaluation_rows()[0]["battery_hash"], **common)]
+    return rows
+
+
+def test_a_trained_defense_is_compared_with_the_undefended_model_of_its_seed_with_intervals():
+    rows = undefended() + evaluation_rows((0.70, 0.55, 0.30, 0.05), model="resnet18_native_seed0",
+                                          defense="pgd_at", config_hash="pgd", adaptive="transfer_backbone")
+    text = "\n".join(findings_markdown(track(rows)))
+    line = next(l for l in text.splitlines() if l.startswith("| pgd_at |"))
+    assert "0.550 [0.48, 0.62]" in line and "0.280 [0.21, 0.35]" in line
+    assert "**yes**, intervals apart" in line
+
+
+def test_overlapping_intervals_are_not_called_a_win():
+    rows = undefended() + evaluation_rows((0.6, 0.32, 0.05, 0.0), model="resnet18_native_seed0",
+                                          defense="trades", config_hash="tr")
+    line = next(l for l in findings_markdown(track(rows)) if l.startswith("| trades |"))
+    assert "intervals overlap" in line and "yes" not in line.split("|")[6]
+
+
+def test_a_transform_shows_plain_gradient_robustness_then_what_bpda_leaves():
+    text = "\n".join(findings_markdown(track(undefended() + transform_rows())))
+    assert "+ bpda_apgd_ce | + square_linf | + transfer_backbone" in text
+    line = next(l for l in text.splitlines() if l.startswith("| 2/255 |"))
+    # plain: the last plain gradient row (FMN, cumulative); then BPDA's drop; the final row is the worst case
+    assert line.startswith("| 2/255 | 0.800 [0.74, 0.86] | 0.200 | 0.190 | 0.190 | 0.190 [0.13, 0.25] |")
+
+
+def test_a_track_without_defenses_has_no_findings():
+    assert findings_markdown(track(undefended())) == []
