@@ -36,7 +36,7 @@ from filelock import FileLock
 
 from bench.atomic import atomic_write
 from bench.leaderboard.schema import Column, LeaderboardSchemaError
-from bench.leaderboard.store import format_value
+from bench.leaderboard.store import format_value, read_checked_csv
 
 CERTIFIED_SCHEMA_VERSION = 1
 NORM = "l2"
@@ -132,16 +132,7 @@ def _check_row(header: Sequence[str], values: Sequence[str], where: str, line: i
 
 def read_certified(path: str | Path) -> list[dict[str, str]]:
     """Read and validate a certified-track CSV; LeaderboardSchemaError names the file, line and column."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    with open(path, newline="") as fh:
-        reader = csv.reader(fh)
-        header = next(reader, None)
-        if header is None:
-            return []
-        _check_header(header, str(path))
-        return [_check_row(header, values, str(path), line) for line, values in enumerate(reader, start=2)]
+    return read_checked_csv(path, _check_header, _check_row)
 
 
 def validate_certified_row(row: Mapping[str, str], where: str = "new row") -> None:

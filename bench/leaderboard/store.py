@@ -13,7 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from filelock import FileLock
@@ -48,8 +48,13 @@ def track_files(folder: str | Path) -> list[Path]:
     return [p for p in sorted(Path(folder).glob("*.csv")) if not is_certified_file(p)]
 
 
-def read_rows(path: str | Path) -> list[dict[str, str]]:
-    """Read, validate and upgrade a leaderboard CSV; LeaderboardSchemaError names the file, line and column."""
+def read_checked_csv(path: str | Path, check_header: Callable[[list[str], str], object],
+                     check_row: Callable[[list[str], list[str], str, int], dict[str, str]]) -> list[dict[str, str]]:
+    """Rows of a CSV, the header and each line (numbered as an editor shows it) passed through the checkers.
+
+    One reader for every leaderboard file kind (empirical tracks, the certified track), so each validates
+    on read the same way: a missing or empty file has no rows, and a checker's error names file and line.
+    """
     path = Path(path)
     if not path.exists():
         return []
@@ -59,7 +64,12 @@ def read_rows(path: str | Path) -> list[dict[str, str]]:
         if header is None:
             return []
         check_header(header, str(path))
-        return [upgrade_row(header, values, str(path), line) for line, values in enumerate(reader, start=2)]
+        return [check_row(header, values, str(path), line) for line, values in enumerate(reader, start=2)]
+
+
+def read_rows(path: str | Path) -> list[dict[str, str]]:
+    """Read, validate and upgrade a leaderboard CSV; LeaderboardSchemaError names the file, line and column."""
+    return read_checked_csv(path, check_header, upgrade_row)
 
 
 def row_key(row: Mapping[str, object]) -> tuple[str, ...]:
