@@ -32,5 +32,5 @@ for ds in $DATASETS; do
     $PY scripts/certify.py $common defense=smoothing defense.params.sigma=$sigma certify.n=$CERTIFY_N
   done
 done
-$PY scripts/promote.py
+$PY scripts/promote.py --include-flagged   # a defense found unreliable is a result: kept, unranked
 $PY scripts/leaderboard.py

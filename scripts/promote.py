@@ -3,6 +3,7 @@
     python scripts/promote.py                      # every evaluation that meets the admission rules
     python scripts/promote.py --dry-run            # say what would be promoted, and why the rest would not
     python scripts/promote.py --config-hash 5fc3de1d4201 --model resnet18_native_seed0
+    python scripts/promote.py --include-flagged    # also whole standard evaluations that only their flags keep out
     python scripts/promote.py --include-unranked   # keep the others on record too (never ranked)
     python scripts/leaderboard.py                  # then re-render results/README.md, the page and figures
 
@@ -34,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", action="append", default=[], help="promote only these models, e.g. resnet18_28_seed0")
     parser.add_argument("--include-unranked", action="store_true",
                         help="also copy evaluations that fail the admission rules (kept, shown as unranked)")
+    parser.add_argument("--include-flagged", action="store_true",
+                        help="also copy whole standard-battery evaluations that fail only on their checks' flags "
+                             "(an unreliable defense, a model below its baseline): kept as findings, unranked")
     parser.add_argument("--dry-run", action="store_true", help="print the decisions, write nothing")
     parser.add_argument("--rules", action="store_true", help="print the admission rules and exit")
     args = parser.parse_args(argv)
@@ -41,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(rules_markdown()))
         return 0
     try:
-        decisions = promote(args.source, args.target, args.config_hash, args.model, args.include_unranked, args.dry_run)
+        decisions = promote(args.source, args.target, args.config_hash, args.model, args.include_unranked,
+                            args.dry_run, args.include_flagged)
     except BenchError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -205,6 +205,19 @@ def test_promotion_keeps_unranked_evaluations_only_when_asked_and_a_dry_run_writ
     assert ev.model == "smoke_seed0" and not admit(ev).ranked
 
 
+def test_a_whole_evaluation_found_unreliable_is_kept_as_a_finding_but_a_smoke_run_is_not(local_board, tmp_path):
+    """--include-flagged: a defense whose checks fired is a result (kept, unranked); a subset or quick run is not."""
+    flagged = evaluation_rows(model="jpeg_seed0", defense="jpeg(quality=75)", config_hash="jpeg", unreliable="true",
+                              flags="black_box_beats_white_box_per_sample")
+    upsert_rows(track_path(local_board, "breastmnist", 28, "linf"), flagged)
+    target = tmp_path / "results" / "leaderboard"
+    decisions = {d.evaluation.model: d for d in promote(local_board, target, include_flagged=True)}
+    assert decisions["jpeg_seed0"].promote and decisions["jpeg_seed0"].admission.failed == ("reliable",)
+    assert not decisions["smoke_seed0"].promote and not decisions["subset_seed0"].promote
+    kept = {ev.model: admit(ev) for ev in group_evaluations(read_rows(target / "breastmnist_28_linf.csv"))}
+    assert set(kept) == {"real_seed0", "jpeg_seed0"} and kept["real_seed0"].ranked and not kept["jpeg_seed0"].ranked
+
+
 def test_the_promote_script_reports_every_decision_and_refuses_a_corrupt_local_file(local_board, tmp_path):
     target = tmp_path / "results" / "leaderboard"
     script = [sys.executable, str(REPO / "scripts" / "promote.py"), "--from", str(local_board), "--to", str(target)]

@@ -220,17 +220,27 @@ class Admission:
     ranked: bool
     reasons: tuple[str, ...]
     warnings: tuple[str, ...]
+    failed: tuple[str, ...] = ()  # the names of the rules behind ``reasons``
 
     @property
     def status(self) -> str:
         return "ranked" if self.ranked else "unranked: " + "; ".join(self.reasons)
 
+    @property
+    def complete_but_flagged(self) -> bool:
+        """A whole standard evaluation kept out only by what its checks found: a measured finding worth keeping."""
+        return bool(self.failed) and set(self.failed) <= FLAG_RULES
+
+
+# Rules that fail on what an evaluation's checks found, not on how it was run.
+FLAG_RULES = frozenset({"model_checks", "reliable"})
+
 
 def admit(ev: Evaluation) -> Admission:
     """Apply every rule to ``ev``."""
-    reasons = tuple(why for r in RULES.values() if (why := r.test(ev)))
+    failed = [(name, why) for name, r in RULES.items() if (why := r.test(ev))]
     warnings = tuple(f for f in ev.flags if f not in blocking_flags())
-    return Admission(not reasons, reasons, warnings)
+    return Admission(not failed, tuple(why for _, why in failed), warnings, tuple(name for name, _ in failed))
 
 
 def rules_markdown() -> list[str]:

@@ -5,7 +5,8 @@ tests and half-tried ideas never touch ``results/``. ``python scripts/promote.py
 copies the evaluations that meet the admission rules (every row of each: the
 battery's worst case and every attack) into ``results/leaderboard/``, each track
 file by a locked atomic upsert; evaluations that do not qualify stay local unless
-``--include-unranked`` keeps them on record, unranked.
+``--include-flagged`` (whole standard-battery evaluations kept out only by their checks' flags: a defense
+found unreliable is a result) or ``--include-unranked`` (anything) keeps them on record, unranked.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ class Decision:
 
 
 def plan(source: Path, config_hashes: Sequence[str] = (), models: Sequence[str] = (),
-         include_unranked: bool = False) -> list[Decision]:
+         include_unranked: bool = False, include_flagged: bool = False) -> list[Decision]:
     """Decide, for every selected evaluation in ``source``'s track files, whether it is promoted."""
     if not source.is_dir():
         raise BenchError(f"local leaderboard folder {source} does not exist; run python scripts/attack.py first "
@@ -49,7 +50,8 @@ def plan(source: Path, config_hashes: Sequence[str] = (), models: Sequence[str] 
             if models and ev.model not in models:
                 continue
             admission = admit(ev)
-            decisions.append(Decision(path.name, ev, admission, admission.ranked or include_unranked))
+            wanted = admission.ranked or include_unranked or (include_flagged and admission.complete_but_flagged)
+            decisions.append(Decision(path.name, ev, admission, wanted))
     if (config_hashes or models) and not decisions:
         raise BenchError(f"no evaluation in {source} matches --config-hash {list(config_hashes)} --model {list(models)}; "
                          "the config hash of a run is in its summary.json and in the table it printed.")
@@ -57,9 +59,9 @@ def plan(source: Path, config_hashes: Sequence[str] = (), models: Sequence[str] 
 
 
 def promote(source: Path, target: Path, config_hashes: Sequence[str] = (), models: Sequence[str] = (),
-            include_unranked: bool = False, dry_run: bool = False) -> list[Decision]:
+            include_unranked: bool = False, dry_run: bool = False, include_flagged: bool = False) -> list[Decision]:
     """Copy the promoted evaluations' rows into ``target`` (one upsert per track file); return every decision."""
-    decisions = plan(source, config_hashes, models, include_unranked)
+    decisions = plan(source, config_hashes, models, include_unranked, include_flagged)
     if not dry_run:
         by_track: dict[str, list] = {}
         for d in decisions:
