@@ -62,6 +62,11 @@ def _verdict(defended: Row, undefended: Row) -> str:
     return "not shown: intervals overlap"
 
 
+def _ranked_text(ev: Evaluation) -> str:
+    admission = admit(ev)
+    return "yes" if admission.ranked else f"no ({', '.join(admission.failed)})"
+
+
 def _comparison_table(track: Track, defended: Sequence[Evaluation], undefended: Sequence[Evaluation]) -> list[str]:
     lines = [f"Robust accuracy at {FINDINGS_EPS} (worst case over the standard battery and the adaptive attacks), "
              "against the undefended model of the same architecture, recipe and seed:", "",
@@ -77,7 +82,7 @@ def _comparison_table(track: Track, defended: Sequence[Evaluation], undefended: 
             if base_row else "not evaluated"
         verdict = _verdict(row, base_row) if base_row else "-"
         lines.append(f"| {ev.defense} | {ev.model} | {fmt(row.get('clean_acc'))} | {mine} | {theirs} | {verdict} "
-                     f"| {'yes' if admit(ev).ranked else 'no'} |")
+                     f"| {_ranked_text(ev)} |")
     return lines + [""]
 
 
