@@ -246,7 +246,7 @@ def attack_model(model: nn.Module, form: str, device: str | torch.device, check_
     started = time.perf_counter()
     atol, rtol = tolerance(name, dev)
     try:
-        module = FORMS[name](model, dev)
+        module = FORMS[name](model, dev).eval()  # wrappers are new modules: eval mode like the model inside
         gap = logit_gap(ref_logits, _warm_up(module, x), atol, rtol)
         problem = "" if gap <= 1 else (f"its logits differ from the eager model's by up to {gap:.1f}x the tolerance "
                                        f"(atol {atol:g}, rtol {rtol:g})")

@@ -35,6 +35,8 @@ def test_each_form_gives_the_eager_logits_and_the_same_pgd_result(form, trained_
     x, y, task = batch
     fast = attack_model(model, form, "cpu", x)
     assert fast.form == form and fast.gap <= 1 and not fast.note
+    # every module of a form is in eval mode, wrappers included (certification refuses a training-mode base)
+    assert not any(m.training for m in fast.module.modules())
     with torch.no_grad():
         assert logit_gap(model(x), fast.module(x)) <= 1
         assert logit_gap(model(x[:1]), fast.module(x[:1])) <= 1  # a batch of one (compiled: run as a pair)
