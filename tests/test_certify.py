@@ -27,7 +27,7 @@ RADII = (0.0, 0.1, 0.25, 0.5)
 
 
 @pytest.fixture(scope="module")
-def test_images(real_root):
+def breast_test_images(real_root):
     from bench.data import load_split
 
     return load_split("breastmnist", "test", 28, real_root, n_examples=24, seed=0)
@@ -95,38 +95,38 @@ def test_lower_bound_and_radius_match_a_hand_computation():
     assert radius_from_bound(0.001 ** 0.01, 0.12) == pytest.approx(0.12 * norm.ppf(0.001 ** 0.01))
 
 
-def test_a_constant_base_classifier_is_certified_everywhere_with_the_bound_of_n_agreeing_draws(test_images):
+def test_a_constant_base_classifier_is_certified_everywhere_with_the_bound_of_n_agreeing_draws(breast_test_images):
     n, alpha, sigma = 100, 0.001, 0.25
     smoothed = RandomisedSmoothing(Constant(1), sigma=sigma)
-    certs = certify(smoothed, test_images.images, n0=10, n=n, alpha=alpha, batch_size=64, seed=0)
+    certs = certify(smoothed, breast_test_images.images, n0=10, n=n, alpha=alpha, batch_size=64, seed=0)
     expected_bound = alpha ** (1 / n)  # 0.9332...
-    assert certs.prediction == [1] * len(test_images)
-    assert certs.count == [n] * len(test_images)
-    assert certs.pa_lower == pytest.approx([expected_bound] * len(test_images), rel=1e-9)
-    assert certs.radius == pytest.approx([sigma * norm.ppf(expected_bound)] * len(test_images), rel=1e-9)  # 0.375
+    assert certs.prediction == [1] * len(breast_test_images)
+    assert certs.count == [n] * len(breast_test_images)
+    assert certs.pa_lower == pytest.approx([expected_bound] * len(breast_test_images), rel=1e-9)
+    assert certs.radius == pytest.approx([sigma * norm.ppf(expected_bound)] * len(breast_test_images), rel=1e-9)  # 0.375
     # certified accuracy is the share of label 1 up to that radius, none beyond
-    share = float((test_images.labels == 1).float().mean())
-    points = certified_accuracy(certs, test_images.labels.tolist(), [0.0, 0.37, 0.38])
+    share = float((breast_test_images.labels == 1).float().mean())
+    points = certified_accuracy(certs, breast_test_images.labels.tolist(), [0.0, 0.37, 0.38])
     assert [p.certified_acc for p in points] == pytest.approx([share, share, 0.0])
     # PREDICT, too, always answers: 100 votes to 0 is far beyond alpha
-    assert predict(smoothed, test_images.images, n=n, alpha=alpha).tolist() == [1] * len(test_images)
+    assert predict(smoothed, breast_test_images.images, n=n, alpha=alpha).tolist() == [1] * len(breast_test_images)
 
 
 @pytest.mark.parametrize("classes", [2, 3])
-def test_predict_on_a_coin_abstains_but_at_most_alpha_of_the_time(test_images, classes):
+def test_predict_on_a_coin_abstains_but_at_most_alpha_of_the_time(breast_test_images, classes):
     """No class is the smoothed prediction of a coin, so every answer is an error: at most alpha of them."""
     trials, alpha = 400, 0.05
-    images = test_images.images.repeat(trials // len(test_images) + 1, 1, 1, 1)[:trials]
+    images = breast_test_images.images.repeat(trials // len(breast_test_images) + 1, 1, 1, 1)[:trials]
     out = predict(Coin(classes), images, n=50, alpha=alpha, batch_size=1000, sigma=0.25, num_classes=classes)
     answered = float((out != ABSTAIN).float().mean())
     assert answered <= alpha + 3 * math.sqrt(alpha * (1 - alpha) / trials)
     assert float((out == ABSTAIN).float().mean()) > 0.9
 
 
-def test_the_same_seed_gives_the_same_certificate_whatever_the_batch_size(tiny_model, test_images):
+def test_the_same_seed_gives_the_same_certificate_whatever_the_batch_size(tiny_model, breast_test_images):
     model, _ = tiny_model
     smoothed = RandomisedSmoothing(model, sigma=0.25)
-    images = test_images.images[:4]
+    images = breast_test_images.images[:4]
     a = certify(smoothed, images, n0=10, n=100, alpha=0.001, batch_size=64, seed=3)
     b = certify(smoothed, images, n0=10, n=100, alpha=0.001, batch_size=37, seed=3)  # copies of two images per pass
     assert (a.prediction, a.count, a.pa_lower, a.radius) == (b.prediction, b.count, b.pa_lower, b.radius)
@@ -142,7 +142,7 @@ def test_the_same_seed_gives_the_same_certificate_whatever_the_batch_size(tiny_m
     assert alone.count == c.count[2:3]
 
 
-def test_certified_accuracy_follows_its_definition_and_never_rises_with_the_radius(test_images):
+def test_certified_accuracy_follows_its_definition_and_never_rises_with_the_radius(breast_test_images):
     # hand case: abstained, correct at 0.3, correct at 0.05, wrong at 0.6
     certs = Certificates([0, 1, 2, 3], [ABSTAIN, 1, 0, 1], [40, 90, 70, 95], [0.4, 0.9, 0.6, 0.95],
                          [0.0, 0.3, 0.05, 0.6], sigma=0.25, n0=10, n=100, alpha=0.001)
@@ -151,8 +151,8 @@ def test_certified_accuracy_follows_its_definition_and_never_rises_with_the_radi
     assert all(p.certified_acc_lo <= p.certified_acc <= p.certified_acc_hi for p in points)
     # any classifier: monotone non-increasing over a fine grid of radii
     linear = RandomisedSmoothing(linear_classifier(2), sigma=0.25)
-    real = certify(linear, test_images.images, n0=10, n=100, alpha=0.001, batch_size=256, seed=0)
-    accs = [p.certified_acc for p in certified_accuracy(real, test_images.labels.tolist(), np.linspace(0, 1, 41))]
+    real = certify(linear, breast_test_images.images, n0=10, n=100, alpha=0.001, batch_size=256, seed=0)
+    accs = [p.certified_acc for p in certified_accuracy(real, breast_test_images.labels.tolist(), np.linspace(0, 1, 41))]
     assert all(b <= a for a, b in zip(accs, accs[1:]))
 
 
