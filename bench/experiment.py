@@ -331,7 +331,7 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path, supplied=None) -> li
           f"records {records.root}" + (f"  shard {shard + 1}/{num_shards}" if num_shards > 1 else ""), flush=True)
 
     def save_examples(examples) -> None:
-        meta = {"dataset": prep.info.flag, "size": prep.info.size, "model": prep.model_id,
+        meta = {"dataset": prep.info.flag, "size": prep.info.size, "model": prep.model_id, "defense": prep.defense,
                 "attack": f"battery:{prep.battery_name}" if prep.battery_name else prep.plan[0].attack_id,
                 "norm": examples.norm}
         records.write_extra("examples.npz", lambda tmp: examples.save(tmp, meta))

@@ -334,3 +334,15 @@ def test_page_in_headless_chromium(rendered, tmp_path):
         browser.click(browser.find("#filter-battery"))  # every attack row of that threat model
         assert browser.execute(VISIBLE + ".length") == 2 * len(ATTACKS)
         browser.screenshot(tmp_path / "filtered.png")
+
+
+def test_each_defended_model_gets_its_own_examples_figure():
+    """Defenses of one backbone share the model id; their example figures must not overwrite each other."""
+    from bench.report.figures import examples_figure_name
+
+    meta = {"dataset": np.asarray("breastmnist"), "size": np.asarray("28"), "model": np.asarray("resnet18_native_seed0")}
+    undefended = examples_figure_name({**meta, "defense": np.asarray("none")}, "x/examples.npz")
+    jpeg = examples_figure_name({**meta, "defense": np.asarray("jpeg(quality=75)")}, "x/examples.npz")
+    older = examples_figure_name(meta, "x/examples.npz")  # written before the defense was recorded
+    assert undefended == older == "examples_breastmnist_28_resnet18_native_seed0.png"
+    assert jpeg == "examples_breastmnist_28_resnet18_native_seed0_jpeg.png"

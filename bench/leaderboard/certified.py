@@ -27,16 +27,11 @@ least ``1 - alpha`` over the noise draws; the interval does not include that).
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from filelock import FileLock
-
-from bench.atomic import atomic_write
 from bench.leaderboard.schema import Column, LeaderboardSchemaError
-from bench.leaderboard.store import format_value, read_checked_csv
+from bench.leaderboard.store import format_value, read_checked_csv, replace_rows_locked
 
 CERTIFIED_SCHEMA_VERSION = 1
 NORM = "l2"
@@ -158,17 +153,7 @@ def upsert_certified(path: str | Path, new_rows: Iterable[Mapping[str, object]])
     new = [{c: format_value(r.get(c)) for c in COLUMNS} for r in new_rows]
     for i, row in enumerate(new):
         validate_certified_row(row, f"{path}: new row {i + 1} ({row['model']} sigma={row['sigma']} radius={row['radius']})")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(path) + ".lock", timeout=120):
-        existing = read_certified(path)
-        replaced = {certified_key(r) for r in new}
-        kept = [r for r in existing if certified_key(r) not in replaced]
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(kept + new)
-        atomic_write(path, buffer.getvalue())
-    return path
+    return replace_rows_locked(path, new, COLUMNS, certified_key, read_certified)
 
 
 __all__ = ["BY_NAME", "CERTIFIED_SCHEMA", "CERTIFIED_SCHEMA_VERSION", "COLUMNS", "KEY", "certified_key",

@@ -13,7 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 from filelock import FileLock
@@ -72,6 +72,26 @@ def read_rows(path: str | Path) -> list[dict[str, str]]:
     return read_checked_csv(path, check_header, upgrade_row)
 
 
+def replace_rows_locked(path: Path, new: list[dict[str, str]], columns: Sequence[str],
+                        key: Callable[[Mapping[str, object]], tuple[str, ...]],
+                        read: Callable[[Path], list[dict[str, str]]]) -> Path:
+    """Write ``new`` (already validated) into the CSV at ``path``, replacing rows with the same key.
+
+    The one write path of every leaderboard file kind: under a file lock (concurrent writers queue), the
+    existing rows read and checked by ``read``, and the file replaced atomically, so a crash leaves it whole.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + ".lock", timeout=120):
+        replaced = {key(r) for r in new}
+        kept = [r for r in read(path) if key(r) not in replaced]
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(kept + new)
+        atomic_write(path, buffer.getvalue())
+    return path
+
+
 def row_key(row: Mapping[str, object]) -> tuple[str, ...]:
     return tuple(format_value(row.get(k)) for k in KEY)
 
@@ -86,17 +106,7 @@ def upsert_rows(path: str | Path, new_rows: Iterable[Mapping[str, object]], copi
     new = [{c: format_value(r.get(c)) for c in COLUMNS} for r in new_rows]
     for i, row in enumerate(new):
         validate_row(row, f"{path}: new row {i + 1} ({row['model']} {row['attack']} eps={row['eps']})", new=not copied)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(path) + ".lock", timeout=120):
-        existing = read_rows(path)
-        replaced = {row_key(r) for r in new}
-        kept = [r for r in existing if row_key(r) not in replaced]
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(kept + new)
-        atomic_write(path, buffer.getvalue())
-    return path
+    return replace_rows_locked(path, new, COLUMNS, row_key, read_rows)
 
 
-__all__ = ["LeaderboardSchemaError", "format_value", "read_rows", "row_key", "track_name", "track_path", "upsert_rows"]
+__all__ = ["LeaderboardSchemaError", "format_value", "read_rows", "replace_rows_locked", "row_key", "track_name", "track_path", "upsert_rows"]

@@ -187,7 +187,7 @@ def render_example_grid(data: Mapping[str, np.ndarray]) -> bytes:
             if j == 0:
                 ax.set_ylabel("clean" if i == 0 else (f"adv {labels[(i - 1) // 2]}" if i % 2 == 1
                                                       else f"delta {labels[(i - 1) // 2]}"), fontsize=8)
-    name = " ".join(_scalar(data, k) for k in ("dataset", "size", "model", "attack", "norm")).strip()
+    name = " ".join(_scalar(data, k) for k in ("dataset", "size", "model", "defense", "attack", "norm")).strip()
     caption = textwrap.fill(f"red prediction: changed by the attack. delta rows: {DELTA_CAPTION}.",
                             width=max(40, int(18 * n_cols)))
     fig.suptitle(f"{name}\n{caption}", fontsize=8)
@@ -203,6 +203,9 @@ def load_examples(npz_path: str | Path) -> dict[str, np.ndarray]:
 def examples_figure_name(data: Mapping[str, np.ndarray], npz_path: str | Path) -> str:
     parts = [_scalar(data, k) for k in ("dataset", "size", "model")]
     stem = "_".join(parts) if all(parts) else Path(npz_path).parent.name
+    defense = (_scalar(data, "defense") or "none").split("(")[0]  # one figure per defended model, not one per backbone
+    if all(parts) and defense != "none":
+        stem += f"_{defense}"
     return "examples_" + re.sub(r"[^A-Za-z0-9_.+-]", "_", stem) + ".png"
 
 
