@@ -341,12 +341,13 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path, supplied=None) -> li
                    save_examples, int(cfg.eval.get("n_examples", 8)),
                    str(cfg.eval.get("model_form", "auto")))
     print(f"  {ran} batch(es) attacked in {time.perf_counter() - started:.1f}s", flush=True)
-    missing = records.missing_batches(n, batch_size)
-    if missing:
-        print(f"  shard done; {len(missing)} batch(es) of this evaluation are not in {records.root} yet: "
-              "the last shard to finish writes the summary and leaderboard rows.", flush=True)
-        return []
-    return finalize(cfg, prep, records, output_dir)
+    with records.finalize_lock():
+        missing = records.missing_batches(n, batch_size)
+        if missing:
+            print(f"  shard done; {len(missing)} batch(es) of this evaluation are not in {records.root} yet: "
+                  "the last shard to finish writes the summary and leaderboard rows.", flush=True)
+            return []
+        return finalize(cfg, prep, records, output_dir)
 
 
 def training_text(card) -> str:

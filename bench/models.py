@@ -171,9 +171,11 @@ def card_path(weights: str | Path) -> Path:
 
 
 def save_checkpoint(model: Classifier, card: ModelCard, weights: str | Path) -> Path:
-    """Write weights (safetensors) then the card, each atomically (temp file + rename)."""
+    """Write weights (safetensors) then the card, each atomically: the entry is visible once its card is."""
     weights = Path(weights)
     weights.parent.mkdir(parents=True, exist_ok=True)
+    # retraining an entry: hide it (no card, no entry) until the new weights and their card are both in place
+    card_path(weights).unlink(missing_ok=True)
     tmp = weights.with_name(weights.name + f".tmp{os.getpid()}")
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(tmp), metadata={"format": "pt", "medbench_card": card.name})

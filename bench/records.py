@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from filelock import FileLock
 
 from bench.atomic import atomic_write
 from bench.errors import BenchError
+from bench.locks import shared_lock
 
 FORMAT_VERSION = 1
 
@@ -111,7 +111,7 @@ class RecordSet:
         records.root.mkdir(parents=True, exist_ok=True)
         (records.root / "batches").mkdir(exist_ok=True)
         meta_path = records.root / "meta.json"
-        with FileLock(str(meta_path) + ".lock", timeout=120):
+        with shared_lock(str(meta_path) + ".lock", timeout=120):
             if meta_path.exists():
                 meta = json.loads(meta_path.read_text())
                 found = meta.get("fingerprint", {})
@@ -135,6 +135,11 @@ class RecordSet:
         if not meta_path.exists():
             raise BenchError(f"{root} is not a record set (no meta.json); record sets are written by scripts/attack.py.")
         return cls(root, json.loads(meta_path.read_text())["fingerprint"])
+
+    def finalize_lock(self):
+        """Held by a shard while it decides whether it is the last one and writes the summary and rows: taking it
+        revalidates a shared filesystem's view of ``batches/``, so the last shard to finish always sees all of them."""
+        return shared_lock(str(self.root / "finalize.lock"), timeout=3600)
 
     def batch_path(self, start: int, stop: int) -> Path:
         return self.root / "batches" / f"{start:07d}-{stop:07d}.jsonl"

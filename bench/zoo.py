@@ -12,9 +12,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, fields
 from pathlib import Path
 
+from filelock import Timeout
+
+from bench.locks import shared_lock
 from bench.models import Classifier, ModelCard, ModelSpec, card_path, load_checkpoint, read_card
 from bench.train import TrainConfig, train_classifier
 
@@ -103,6 +108,22 @@ def reuse_message(path: Path, card: ModelCard) -> str:
     return f"reusing trained model {path}: trained with {describe_training(card.train)}{quality}"
 
 
+@contextmanager
+def training_lock(path: Path) -> Iterator[None]:
+    """Held while a zoo entry is (re)trained, so concurrent jobs train it once and wait for it otherwise."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = shared_lock(str(path) + ".train.lock", timeout=-1)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        print(f"another job is training {path.name}; waiting for it (lock {path}.train.lock)", flush=True)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def get_or_train(
     spec: ModelSpec,
     flag: str,
@@ -114,18 +135,26 @@ def get_or_train(
     num_classes: int,
     command: str = "",
 ) -> tuple[Classifier, ModelCard, Path]:
-    """Load the zoo's model trained with exactly ``train_cfg``'s settings, training it first if there is none."""
-    found, skipped = find_trained(zoo_dir, flag, size, spec.name, train_cfg)
-    if found is not None:
-        model, card = load_checkpoint(found, in_chans, num_classes)
-        print(reuse_message(found, card), flush=True)
-        return model, card, found
-    path = zoo_path(zoo_dir, flag, size, spec.name, train_cfg)
-    for entry in skipped:
-        print(f"not reusing {entry}", flush=True)
-    print(f"no trained model with these settings at {path}; training {spec.name} on {flag}_{size} "
-          f"({describe_training(train_cfg)})", flush=True)
-    train_classifier(spec, flag, size, root, train_cfg, path, command=command)
-    model, card = load_checkpoint(path, in_chans, num_classes)
-    return model, card, path
+    """Load the zoo's model trained with exactly ``train_cfg``'s settings, training it first if there is none.
 
+    Many sweep jobs may ask for the same missing model at once: one takes the entry's training lock and
+    trains, the others wait on the lock and then load what it wrote (weights first, card last, each renamed
+    into place: an entry is visible, to ``entries``, only once both are there).
+    """
+    found, skipped = find_trained(zoo_dir, flag, size, spec.name, train_cfg)
+    if found is None:
+        path = zoo_path(zoo_dir, flag, size, spec.name, train_cfg)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with training_lock(path):
+            found, skipped = find_trained(zoo_dir, flag, size, spec.name, train_cfg)
+            if found is None:
+                for entry in skipped:
+                    print(f"not reusing {entry}", flush=True)
+                print(f"no trained model with these settings at {path}; training {spec.name} on {flag}_{size} "
+                      f"({describe_training(train_cfg)})", flush=True)
+                train_classifier(spec, flag, size, root, train_cfg, path, command=command)
+                model, card = load_checkpoint(path, in_chans, num_classes)
+                return model, card, path
+    model, card = load_checkpoint(found, in_chans, num_classes)
+    print(reuse_message(found, card), flush=True)
+    return model, card, found

@@ -3,6 +3,7 @@
     python scripts/attack.py experiment=quickstart
     python scripts/attack.py experiment=quickstart dataset=pneumoniamnist
     python scripts/attack.py -m dataset=breastmnist attack=fgsm,pgd_linf
+    python scripts/attack.py -m hydra/launcher=slurm dataset=breastmnist,pneumoniamnist attack=fgsm,pgd_linf  (SLURM/README.md)
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from omegaconf import DictConfig, open_dict
 import bench.config  # noqa: F401  (registers the repo_root resolver)
 from bench.errors import BenchError
 from bench.experiment import run_experiment
+from bench.sweep.status import job_status
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
@@ -26,10 +28,12 @@ def main(cfg: DictConfig) -> None:
         # runs of one sweep share a W&B group named after the sweep folder
         with open_dict(cfg):
             cfg.logger.wandb.group = "sweep-" + "-".join(Path(hydra_cfg.sweep.dir).parts[-2:])
-    try:
-        run_experiment(cfg, hydra_cfg.runtime.output_dir)
-    except BenchError as exc:
-        raise SystemExit(f"error: {exc}") from None
+    # the job's own record of how it ended (a sweep's summary reads it: scripts/sweep_status.py)
+    with job_status(hydra_cfg.runtime.output_dir, hydra_cfg.overrides.task) as rows:
+        try:
+            rows.extend(run_experiment(cfg, hydra_cfg.runtime.output_dir))
+        except BenchError as exc:
+            raise SystemExit(f"error: {exc}") from None
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 import bench.config  # noqa: F401  (registers the repo_root resolver)
 from bench.experiment import dataset_info_from_cfg, model_spec_from_cfg, train_config_from_cfg
 from bench.train import train_classifier
-from bench.zoo import find_trained, zoo_path
+from bench.zoo import find_trained, training_lock, zoo_path
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
@@ -24,15 +24,15 @@ def main(cfg: DictConfig) -> None:
     info = dataset_info_from_cfg(cfg)
     spec = model_spec_from_cfg(cfg)
     train_cfg = train_config_from_cfg(cfg)
-    if cfg.get("reuse"):
-        found, _ = find_trained(cfg.paths.zoo_dir, info.flag, info.size, spec.name, train_cfg)
-        if found is not None:
-            print(f"reuse=true: {found} was trained with these settings; not training again", flush=True)
-            return
     out = zoo_path(cfg.paths.zoo_dir, info.flag, info.size, spec.name, train_cfg)
     command = "python scripts/train.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    train_classifier(spec, info.flag, info.size, cfg.data.root, train_cfg, out, command=command)
-
+    with training_lock(out):  # jobs of a sweep asking for the same entry train it once
+        if cfg.get("reuse"):
+            found, _ = find_trained(cfg.paths.zoo_dir, info.flag, info.size, spec.name, train_cfg)
+            if found is not None:
+                print(f"reuse=true: {found} was trained with these settings; not training again", flush=True)
+                return
+        train_classifier(spec, info.flag, info.size, cfg.data.root, train_cfg, out, command=command)
 
 if __name__ == "__main__":
     main()

@@ -16,10 +16,10 @@ import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
-from filelock import FileLock
 
 from bench.atomic import atomic_write
 from bench.leaderboard.schema import COLUMNS, KEY, LeaderboardSchemaError, check_header, upgrade_row, validate_row
+from bench.locks import shared_lock
 
 
 def track_name(dataset: str, size: int | str, norm: str) -> str:
@@ -81,7 +81,7 @@ def replace_rows_locked(path: Path, new: list[dict[str, str]], columns: Sequence
     existing rows read and checked by ``read``, and the file replaced atomically, so a crash leaves it whole.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(path) + ".lock", timeout=120):
+    with shared_lock(str(path) + ".lock", timeout=120):
         replaced = {key(r) for r in new}
         kept = [r for r in read(path) if key(r) not in replaced]
         buffer = io.StringIO()
