@@ -118,6 +118,8 @@ class _SweepMixin:
             log.info(f"Submitit '{self._EXECUTOR}' sweep: {len(todo)} job(s) to run, {len(returns)} already done; "
                      f"output in {sweep_dir}")
             returns.update(self._run(todo, sweep_dir, dirs))
+        else:
+            log.info(f"nothing to submit: all {len(returns)} job(s) of this sweep are done in {sweep_dir}")
         from bench.sweep.summary import format_summary, summarize
 
         print(format_summary(summarize(sweep_dir)), flush=True)

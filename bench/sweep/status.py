@@ -38,7 +38,7 @@ def slurm_ids() -> dict[str, str]:
 
 def row_summary(row: Mapping[str, Any]) -> dict[str, Any]:
     """What the summary shows of a leaderboard row this job wrote."""
-    keep = ("dataset", "size", "norm", "model", "defense", "attack", "eps", "robust_acc", "n")
+    keep = ("dataset", "size", "norm", "model", "defense", "attack", "eps", "eps_label", "robust_acc", "n")
     return {k: row.get(k) for k in keep if k in row}
 
 
@@ -114,7 +114,8 @@ def job_status(folder: str | Path, overrides: Sequence[str]) -> Iterator[list[di
                 write_status(folder, "requeued", finished=time.time(), seconds=time.time() - started)
                 raise
             write_status(folder, "failed", finished=time.time(), seconds=time.time() - started,
-                         error=f"{type(exc).__name__}: {text.splitlines()[0]}",
+                         error=text.splitlines()[0] if isinstance(exc, SystemExit) else  # already "error: ..."
+                         f"{type(exc).__name__}: {text.splitlines()[0]}",
                          traceback="".join(traceback.format_exception(type(exc), exc, exc.__traceback__))[-8000:])
             raise
     write_status(folder, "done", finished=time.time(), seconds=time.time() - started,

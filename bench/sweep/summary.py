@@ -103,16 +103,19 @@ def format_summary(jobs: list[JobSummary]) -> str:
     for job in jobs:
         counts[job.state] = counts.get(job.state, 0) + 1
     lines = ["sweep summary: " + ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))]
+    common = set.intersection(*(set(j.overrides) for j in jobs)) if len(jobs) > 1 else set()
+    if common:  # show what each job sweeps over; what they share once
+        lines.append("  all jobs: " + " ".join(o for o in jobs[0].overrides if o in common))
     for job in jobs:
-        head = f"  #{job.num:<3} {job.state:<8} {job.job_id or '-':<12} {' '.join(job.overrides)}"
+        varying = " ".join(o for o in job.overrides if o not in common)
+        head = f"  #{job.num:<3} {job.state:<8} {job.job_id or '-':<12} {varying}"
         if job.attempts > 1:
             head += f"  (attempt {job.attempts})"
         lines.append(head)
         if job.detail:
             lines.append(f"        {job.detail}")
         for row in job.rows:
-            eps = row.get("eps")
-            acc = row.get("robust_acc")
+            eps = row.get("eps_label") or row.get("eps")
             lines.append(f"        row: {row.get('dataset')}_{row.get('size')} {row.get('model')} {row.get('attack')} "
-                         f"eps={eps} robust_acc={acc}")
+                         f"eps={eps} robust_acc={row.get('robust_acc')}")
     return "\n".join(lines)
