@@ -12,6 +12,7 @@ each batch's loss, and the validation score that picks the kept epoch.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -63,6 +64,16 @@ def evaluate_split(model: torch.nn.Module, split: Split, device: str = "cpu") ->
     return {"acc": float(getACC(labels, scores, task)), "auc": float(getAUC(labels, scores, task))}
 
 
+def selection_key(score: float, auc: float) -> tuple[float, float]:
+    """Order epochs by score, then clean AUC; an undefined value (NaN) ranks last.
+
+    A validation split can lack a class (tiny or synthetic splits), which
+    leaves AUC undefined; NaN compares False with everything, so without this
+    no epoch would ever count as the best.
+    """
+    return tuple(float("-inf") if math.isnan(value) else float(value) for value in (score, auc))  # type: ignore[return-value]
+
+
 def train_classifier(
     spec: ModelSpec,
     flag: str,
@@ -95,7 +106,8 @@ def train_classifier(
     targets = task.labels_as_targets(train.labels)
     augment = get_augment(cfg.augment)
 
-    best_key, best_state, best_epoch = (-1.0, -1.0), None, 0
+    best_key: tuple[float, float] | None = None
+    best_state, best_epoch = None, 0
     history: list[dict[str, float]] = []
     started = time.time()
     bar = progress(range(1, cfg.epochs + 1), desc=f"train {spec.name} on {info.track}", unit="epoch")
@@ -115,8 +127,9 @@ def train_classifier(
         scheduler.step()
         val_metrics = evaluate_split(model, val, cfg.device)
         score = method.score(model, val, val_metrics, cfg.device)
-        if (score, val_metrics["auc"]) > best_key:
-            best_key, best_epoch = (score, val_metrics["auc"]), epoch
+        key = selection_key(score, val_metrics["auc"])
+        if best_key is None or key > best_key:
+            best_key, best_epoch = key, epoch
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         history.append({"epoch": epoch, "loss": total / count, "val_auc": val_metrics["auc"], "val_acc": val_metrics["acc"],
                         **({} if selects_by_auc else {method.selection_metric: score})})

@@ -64,3 +64,13 @@ def test_an_entry_with_the_older_unkeyed_name_is_found_by_its_card(tmp_path, tra
     shutil.move(card_path(keyed), card_path(legacy))
     assert entries(zoo, "breastmnist", 28, trained_breast[1].name, 0) == [legacy]
     assert find_trained(zoo, "breastmnist", 28, trained_breast[1].name, cfg)[0] == legacy
+
+
+def test_an_epoch_with_undefined_validation_auc_still_counts_and_ranks_below_any_defined_one():
+    """A validation split lacking a class leaves AUC NaN; training must still keep a best epoch."""
+    from bench.train import selection_key
+
+    nan = float("nan")
+    assert selection_key(0.3, nan) == (0.3, float("-inf"))
+    assert selection_key(0.3, 0.5) > selection_key(0.3, nan)
+    assert selection_key(nan, 0.9) < selection_key(0.0, 0.1)
