@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -23,6 +23,7 @@ import torch
 from medmnist import INFO
 
 from bench.errors import ConfigError, DataError, unknown_choice
+from bench.registry import Registry
 from bench.tasks import Task, get_task
 
 SPLITS = ("train", "val", "test")
@@ -56,6 +57,7 @@ class DatasetInfo:
     n_samples: dict[str, int]
     url: str
     md5: str
+    file_flag: str = ""  # the MedMNIST file read, when it is not ``flag`` (a binary view)
 
     @property
     def task(self) -> Task:
@@ -68,17 +70,63 @@ class DatasetInfo:
 
     @property
     def filename(self) -> str:
-        return f"{self.flag}.npz" if self.size == 28 else f"{self.flag}_{self.size}.npz"
+        stem = self.file_flag or self.flag
+        return f"{stem}.npz" if self.size == 28 else f"{stem}_{self.size}.npz"
 
     @property
     def track(self) -> str:
         return f"{self.flag}_{self.size}"
 
 
+@dataclass(frozen=True)
+class BinaryView:
+    """A binary task read from a multi-class MedMNIST file: ``positive`` classes -> 1, ``negative`` -> 0.
+
+    ``negative=None`` means every other class; otherwise samples of classes in
+    neither list are dropped (their positions in the full split are kept as
+    sample ids). Papers that use binary versions of these tasks are reproduced
+    on the same file, with no second download.
+    """
+
+    base: str
+    positive: tuple[int, ...]
+    negative: tuple[int, ...] | None
+    names: tuple[str, str]  # label 0, label 1
+    why: str
+
+    def keep(self, labels: np.ndarray) -> np.ndarray:
+        if self.negative is None:
+            return np.ones(len(labels), dtype=bool)
+        return np.isin(labels, self.positive + self.negative)
+
+    def relabel(self, labels: np.ndarray) -> np.ndarray:
+        return np.isin(labels, self.positive).astype(np.int64)
+
+
+BINARY_VIEWS: Registry[BinaryView] = Registry("binary dataset view", "Set dataset=<flag> to a MedMNIST flag or one of these views.")
+BINARY_VIEWS.add("dermamnist_melanoma", BinaryView(
+    "dermamnist", positive=(4,), negative=(5,), names=("melanocytic nevus", "melanoma"),
+    why="Finlayson et al.'s dermoscopy task, melanoma vs nevus; DermaMNIST's other five classes are dropped"))
+BINARY_VIEWS.add("retinamnist_referable", BinaryView(
+    "retinamnist", positive=(2, 3, 4), negative=None, names=("non-referable (grade 0-1)", "referable (grade 2-4)"),
+    why="referable diabetic retinopathy (grade >= 2), the fundus task of Finlayson et al. after Gulshan et al. 2016"))
+
+
+def base_flag(flag: str) -> str:
+    """The MedMNIST file a flag reads: itself, or a binary view's base."""
+    return BINARY_VIEWS[flag].base if flag in BINARY_VIEWS else flag
+
+
 def dataset_info(flag: str, size: int = 28) -> DatasetInfo:
-    """Validate ``flag`` and ``size`` against medmnist.INFO and describe the dataset."""
+    """Validate ``flag`` and ``size`` against medmnist.INFO and describe the dataset (or binary view)."""
+    if flag in BINARY_VIEWS:
+        view = BINARY_VIEWS[flag]
+        base = dataset_info(view.base, size)
+        return replace(base, flag=flag, file_flag=view.base, task_type="binary-class",
+                       label_names={0: view.names[0], 1: view.names[1]})
     if flag not in INFO:
-        raise unknown_choice("MedMNIST flag", flag, INFO, "Set dataset=<flag> to one of these.")
+        choices = [*INFO, *BINARY_VIEWS.names()]
+        raise unknown_choice("MedMNIST flag", flag, choices, "Set dataset=<flag> to one of these.")
     if is_3d(flag):
         raise ConfigError(
             f"{flag!r} is a 3D MedMNIST volume dataset; medbench's classifiers and attacks are 2D. "
@@ -147,7 +195,7 @@ def ensure_file(info: DatasetInfo, root: Path, download: bool = True) -> Path:
 
 def _download(info: DatasetInfo, root: Path) -> None:
     """medmnist's real download path, with a short socket timeout so offline machines fail fast."""
-    cls = getattr(medmnist, INFO[info.flag]["python_class"])
+    cls = getattr(medmnist, INFO[info.file_flag or info.flag]["python_class"])
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
     try:
@@ -165,9 +213,9 @@ class _DownloadTarget:
     """The attributes MedMNIST.download() reads, without loading a file that isn't there yet."""
 
     def __init__(self, cls: type, info: DatasetInfo, root: Path):
-        self.flag = info.flag
+        self.flag = info.file_flag or info.flag
         self.size_flag = "" if info.size == 28 else f"_{info.size}"
-        self.info = INFO[info.flag]
+        self.info = INFO[info.file_flag or info.flag]
         self.root = str(root)
 
 
@@ -230,14 +278,19 @@ def load_split(
         raise unknown_choice("split", split, SPLITS, "Set dataset.split to one of them.")
     root_path = Path(root).expanduser() if root else default_root()
     ensure_file(info, root_path, download)
-    cls = getattr(medmnist, INFO[flag]["python_class"])
+    cls = getattr(medmnist, INFO[base_flag(flag)]["python_class"])
     ds = cls(split=split, root=str(root_path), size=size, download=False)
-    images = to_tensor_images(ds.imgs)
-    labels = torch.from_numpy(np.asarray(ds.labels)).long()
+    raw_images, raw_labels = ds.imgs, np.asarray(ds.labels)
+    indices = torch.arange(len(raw_images))
+    if flag in BINARY_VIEWS:
+        view = BINARY_VIEWS[flag]
+        keep = view.keep(raw_labels.reshape(-1))
+        raw_images, raw_labels, indices = raw_images[keep], view.relabel(raw_labels.reshape(-1)[keep]), indices[torch.from_numpy(keep)]
+    images = to_tensor_images(raw_images)
+    labels = torch.from_numpy(raw_labels).long()
     if not info.task.multi_label:
         labels = labels.view(-1)
     total = images.shape[0]
-    indices = torch.arange(total)
     if n_examples is not None:
         if n_examples <= 0 or n_examples > total:
             raise ConfigError(
@@ -245,6 +298,6 @@ def load_split(
                 f"Set dataset.n_examples to a number in 1..{total}, or null for the whole split."
             )
         generator = torch.Generator().manual_seed(seed)
-        indices = torch.randperm(total, generator=generator)[:n_examples].sort().values
-        images, labels = images[indices], labels[indices]
+        chosen = torch.randperm(total, generator=generator)[:n_examples].sort().values
+        images, labels, indices = images[chosen], labels[chosen], indices[chosen]
     return Split(info=info, split=split, images=images, labels=labels, indices=indices, seed=seed)

@@ -45,14 +45,19 @@ def progress(iterable: Iterable[T] | None, desc: str = "", unit: str = "it", tot
     return tqdm(iterable, desc=desc, unit=unit, total=total, dynamic_ncols=True, leave=leave)
 
 
-def count_sweep_jobs(task_overrides: list[str]) -> int:
-    """How many jobs a Hydra multirun of these overrides launches (the product of the sweep sizes)."""
+def count_sweep_jobs(task_overrides: list[str], sweeper_params: dict | None = None) -> int:
+    """How many jobs a Hydra multirun launches: the product of the sweep sizes of the config's
+    ``hydra.sweeper.params`` (an experiment file's sweep) and the command line's overrides, which win per key."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
+    parser = OverridesParser.create()
+    sizes: dict[str, int] = {}
+    for override in parser.parse_overrides([f"{k}={v}" for k, v in (sweeper_params or {}).items()]) + \
+            parser.parse_overrides(task_overrides):
+        sizes[override.get_key_element()] = len(list(override.sweep_string_iterator())) if override.is_sweep_override() else 1
     total = 1
-    for override in OverridesParser.create().parse_overrides(task_overrides):
-        if override.is_sweep_override():
-            total *= len(list(override.sweep_string_iterator()))
+    for size in sizes.values():
+        total *= size
     return total
 
 
@@ -71,7 +76,8 @@ class SweepProgress(Callback):  # type: ignore[misc]
         self.done = 0
 
     def on_multirun_start(self, config, **kwargs) -> None:
-        self.total = count_sweep_jobs(list(config.hydra.overrides.task))
+        params = config.hydra.sweeper.get("params") or {}
+        self.total = count_sweep_jobs(list(config.hydra.overrides.task), {str(k): str(v) for k, v in params.items()})
         if sys.stderr.isatty():
             self.bar = tqdm(total=self.total, desc="sweep", unit="job", dynamic_ncols=True, position=1)
 

@@ -50,3 +50,12 @@ def test_attack_progress_is_quiet_when_piped(trained_breast, real_root, tmp_path
     proc = subprocess.run(attack_command(trained_breast[2], tmp_path), capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "img/s" not in proc.stdout + proc.stderr and "\r" not in proc.stderr
+
+
+def test_a_sweep_declared_in_an_experiment_file_counts_its_jobs_and_the_command_line_wins_per_key():
+    from bench.progress import count_sweep_jobs
+
+    experiment_sweep = {"attack": "a,b,c,d,e"}  # conf/experiment/finlayson2018.yaml's hydra.sweeper.params
+    assert count_sweep_jobs(["dataset=pneumoniamnist"], experiment_sweep) == 5
+    assert count_sweep_jobs(["seed=0,1"], experiment_sweep) == 10
+    assert count_sweep_jobs(["attack=a"], experiment_sweep) == 1

@@ -19,6 +19,42 @@ from bench.attacks.registry import register_attack
 from bench.errors import CheckpointError, ConfigError
 
 
+def resolve_surrogate(context: AttackContext, name: str, seed: int, checkpoint: object = None):
+    """The surrogate of a black-box attack: a checkpoint, or the zoo's ``name`` trained with ``seed``.
+
+    The zoo trains it (once, under its lock) if missing, with the experiment's
+    training settings but the surrogate's seed. Refuses a surrogate that cannot
+    take the dataset's inputs, or that is the attacked model itself.
+    """
+    from bench.config import CONF_DIR
+    from bench.experiment import model_spec_from_cfg
+    from bench.models import load_checkpoint
+    from bench.zoo import get_or_train
+
+    info = context.dataset
+    if checkpoint:
+        model, card = load_checkpoint(Path(str(checkpoint)))
+    else:
+        spec_file = CONF_DIR / "model" / f"{name}.yaml"
+        if not spec_file.exists():
+            names = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
+            raise ConfigError(f"unknown surrogate model {name!r}; choices: {', '.join(names)}.")
+        spec = model_spec_from_cfg(OmegaConf.create({"model": OmegaConf.load(spec_file)}))
+        train = type(context.train)(**{**vars(context.train), "seed": seed})
+        model, card, _ = get_or_train(spec, info.flag, info.size, context.data_root, train, context.zoo_dir,
+                                      info.n_channels, info.num_classes)
+    if (card.in_chans, card.num_classes, card.size) != (info.n_channels, info.num_classes, info.size):
+        raise CheckpointError(
+            f"surrogate {card.name} takes {card.in_chans}x{card.size}x{card.size} inputs with {card.num_classes} "
+            f"classes, but the target's dataset {info.track} has {info.n_channels}x{info.size}x{info.size} with "
+            f"{info.num_classes}. Use a surrogate trained on {info.flag} at size {info.size}."
+        )
+    target = context.target_card
+    if target is not None and (target.name, target.seed) == (card.name, card.seed) and target.sha256 == card.sha256:
+        raise ConfigError("the surrogate is the target model itself; pick another seed or architecture for a black-box attack.")
+    return model, card
+
+
 @register_attack("transfer")
 class Transfer(Attack):
     kind = "transfer"
@@ -40,34 +76,9 @@ class Transfer(Attack):
         self.surrogate: torch.nn.Module | None = None
 
     def prepare(self, context: AttackContext) -> None:
-        from bench.config import CONF_DIR
-        from bench.experiment import model_spec_from_cfg
-        from bench.models import load_checkpoint
-        from bench.zoo import get_or_train
-
-        info = context.dataset
-        if self.surrogate_checkpoint:
-            model, card = load_checkpoint(Path(str(self.surrogate_checkpoint)))
-        else:
-            spec_file = CONF_DIR / "model" / f"{self.surrogate_name}.yaml"
-            if not spec_file.exists():
-                names = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
-                raise ConfigError(f"unknown surrogate model {self.surrogate_name!r}; choices: {', '.join(names)}.")
-            spec = model_spec_from_cfg(OmegaConf.create({"model": OmegaConf.load(spec_file)}))
-            train = type(context.train)(**{**vars(context.train), "seed": self.surrogate_seed})
-            model, card, _ = get_or_train(spec, info.flag, info.size, context.data_root, train, context.zoo_dir,
-                                          info.n_channels, info.num_classes)
-        if (card.in_chans, card.num_classes, card.size) != (info.n_channels, info.num_classes, info.size):
-            raise CheckpointError(
-                f"surrogate {card.name} takes {card.in_chans}x{card.size}x{card.size} inputs with {card.num_classes} "
-                f"classes, but the target's dataset {info.track} has {info.n_channels}x{info.size}x{info.size} with "
-                f"{info.num_classes}. Use a surrogate trained on {info.flag} at size {info.size}."
-            )
-        target = context.target_card
-        if target is not None and (target.name, target.seed) == (card.name, card.seed) and target.sha256 == card.sha256:
-            raise ConfigError("the surrogate is the target model itself; pick another seed or architecture for a transfer attack.")
+        model, self.surrogate_card = resolve_surrogate(context, self.surrogate_name, self.surrogate_seed,
+                                                       self.surrogate_checkpoint)
         self.surrogate = model.to(context.device).eval()
-        self.surrogate_card = card
 
     def run(self, model, x, criterion, eps):
         if self.surrogate is None:

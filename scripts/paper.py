@@ -1,0 +1,104 @@
+"""Reproduce a paper: run its experiment on each of its datasets, then write results/paper/<paper>.csv.
+
+    python scripts/paper.py finlayson2018                          # every dataset whose file is there
+    python scripts/paper.py finlayson2018 --datasets pneumoniamnist
+    python scripts/paper.py finlayson2018 --table-only             # rebuild the table from the rows on disk
+    python scripts/paper.py finlayson2018 -- train.epochs=2        # extra overrides for every job
+
+Each dataset is one multirun of ``experiment=<paper>`` (scripts/attack.py), so a killed run resumes from its
+per-sample records and reuses its trained models. A dataset whose MedMNIST file is missing and cannot be
+downloaded is skipped with the reason; the table keeps the rows of the datasets that ran.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from bench.atomic import atomic_write  # noqa: E402
+from bench.data import dataset_info, default_root, ensure_file  # noqa: E402
+from bench.errors import BenchError  # noqa: E402
+from bench.leaderboard.store import read_rows, track_files  # noqa: E402
+from bench.papers import PAPERS, build_table  # noqa: E402
+
+
+def run_dataset(paper, flag: str, overrides: list[str], data_root: Path) -> bool:
+    try:
+        ensure_file(dataset_info(flag), data_root)
+    except BenchError as exc:
+        print(f"paper {paper.name}: skipping {flag}: {exc}", flush=True)
+        return False
+    command = [sys.executable, str(REPO / "scripts" / "attack.py"), "-m", f"experiment={paper.experiment}",
+               f"dataset={flag}", *overrides]
+    print("paper:", " ".join(command[1:]), flush=True)
+    subprocess.run(command, cwd=REPO, check=True)
+    return True
+
+
+def leaderboard_dir_of(overrides: list[str]) -> Path:
+    """Where the jobs wrote their rows, given the overrides they ran with (conf/paths/default.yaml)."""
+    values = dict(o.split("=", 1) for o in overrides if "=" in o)
+    if "paths.leaderboard_dir" in values:
+        return Path(values["paths.leaderboard_dir"])
+    return Path(values.get("paths.output_root", REPO / "outputs")) / "leaderboard"
+
+
+def write_table(paper, leaderboard_dir: Path, out: Path) -> int:
+    rows = [row for path in track_files(leaderboard_dir) for row in read_rows(path)]
+    table = build_table(paper, rows)
+    if not table:
+        raise BenchError(f"no rows tagged {paper.experiment!r} in {leaderboard_dir}; run the experiment first "
+                         f"(python scripts/paper.py {paper.name}).")
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(paper.columns), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(table)
+    atomic_write(out, buffer.getvalue())
+    return len(table)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("paper", nargs="?", help=f"one of: {', '.join(PAPERS.names())}")
+    parser.add_argument("--list", action="store_true", help="list the reproduced papers")
+    parser.add_argument("--datasets", help="comma-separated flags (default: the paper's)")
+    parser.add_argument("--table-only", action="store_true", help="only rebuild the table from existing rows")
+    parser.add_argument("--leaderboard-dir", help="where the runs wrote their rows (default: paths.leaderboard_dir, "
+                        "following a paths.output_root= or paths.leaderboard_dir= override)")
+    parser.add_argument("--out", help="the table (default results/paper/<paper>.csv)")
+    argv = sys.argv[1:] if argv is None else argv
+    overrides = argv[argv.index("--") + 1:] if "--" in argv else []  # Hydra overrides for every job
+    args = parser.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
+    if args.list or not args.paper:
+        for name, paper in PAPERS.items():
+            print(f"{name}: experiment={paper.experiment}, datasets {', '.join(paper.datasets)}")
+        return 0
+    try:
+        paper = PAPERS[args.paper]
+        flags = args.datasets.split(",") if args.datasets else list(paper.datasets)
+        for flag in flags:
+            dataset_info(flag)  # a typo fails before any run
+        if not args.table_only:
+            data_root = default_root()
+            ran = [flag for flag in flags if run_dataset(paper, flag, overrides, data_root)]
+            if not ran:
+                raise BenchError(f"none of {', '.join(flags)} could be loaded; put their files in the data root "
+                                 f"({data_root}) or set MEDMNIST_ROOT.")
+        out = Path(args.out) if args.out else REPO / "results" / "paper" / f"{paper.name}.csv"
+        n = write_table(paper, Path(args.leaderboard_dir or leaderboard_dir_of(overrides)), out)
+    except (BenchError, subprocess.CalledProcessError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"paper {paper.name}: {n} rows -> {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+"""Paper reproductions: the binary views of multi-class files, Finlayson et al.'s patch, and each paper's
+experiment run end to end with a tiny budget into its table."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from bench.attacks import build_attack, check_threat_model
+from bench.data import BINARY_VIEWS, dataset_info, load_split
+from bench.papers import PAPERS
+from tests.conftest import REPO
+
+
+def test_melanoma_view_keeps_melanoma_and_nevus_only_with_their_positions_in_the_full_split(synthetic):
+    full = load_split("dermamnist", "test", root=synthetic)
+    view = load_split("dermamnist_melanoma", "test", root=synthetic)
+    kept = np.isin(full.labels.numpy(), (4, 5))
+    assert view.info.task_type == "binary-class" and view.info.num_classes == 2
+    assert view.indices.tolist() == np.nonzero(kept)[0].tolist()
+    assert view.labels.tolist() == (full.labels[torch.from_numpy(kept)] == 4).long().tolist()
+    assert torch.equal(view.images, full.images[torch.from_numpy(kept)])
+    # a subset of a view stays a subset of the same samples, still named by their full-split positions
+    sub = load_split("dermamnist_melanoma", "test", root=synthetic, n_examples=3, seed=0)
+    assert set(sub.indices.tolist()) <= set(view.indices.tolist())
+
+
+def test_referable_view_keeps_every_fundus_and_marks_grade_two_and_above(synthetic):
+    full = load_split("retinamnist", "test", root=synthetic)
+    view = load_split("retinamnist_referable", "test", root=synthetic)
+    assert len(view) == len(full) and view.info.filename == "retinamnist.npz"
+    assert view.labels.tolist() == (full.labels >= 2).long().tolist()
+
+
+def test_an_unknown_flag_names_the_views_among_the_choices():
+    with pytest.raises(Exception, match="dermamnist_melanoma"):
+        dataset_info("dermamnist_melanom")
+    assert set(BINARY_VIEWS.names()) >= {"dermamnist_melanoma", "retinamnist_referable"}
+
+
+def finlayson_patch(**params):
+    base = {"shape": "circle", "rotation": 22.5, "location": "random", "train_steps": 3, "train_samples": 32,
+            "batch_size": 16, "target": "opposite"}
+    return build_attack("patch", "patch", 0, {**base, **params})
+
+
+def test_a_rotated_circular_patch_changes_only_pixels_of_one_square_of_its_side(trained_breast, real_root, tmp_path):
+    from bench.attacks.base import AttackContext
+    from bench.train import TrainConfig
+
+    model, card, _ = trained_breast
+    test = load_split("breastmnist", "test", root=real_root, n_examples=24, seed=0)
+    attack = finlayson_patch()
+    attack.prepare(AttackContext(test.info, str(real_root), str(tmp_path), TrainConfig(epochs=1), "cpu", card))
+    (out,) = attack(model, test.images, test.labels, [0.4], test.info.task)  # the engine checks the threat model
+    side = round(0.4 * 28)
+    changed = (out.x_adv != test.images).any(1)
+    for mask in changed:
+        rows, cols = mask.nonzero().T
+        assert int(rows.max() - rows.min()) < side and int(cols.max() - cols.min()) < side
+        assert mask.sum() < side * side  # a disk (rotated, its edge blended), never the square's corners
+    check_threat_model(test.images, out.x_adv, 0.4, "patch", "patch")
+
+
+def test_the_natural_patch_is_a_photograph_the_same_for_every_run_and_needs_no_model(real_root):
+    from bench.attacks.patch import natural_patch
+
+    grey, colour = natural_patch(1, 11), natural_patch(3, 11)
+    assert grey.shape == (1, 11, 11) and colour.shape == (3, 11, 11)
+    assert torch.equal(natural_patch(1, 11), grey) and 0.05 < float(grey.std()) and 0 <= float(grey.min())
+    test = load_split("breastmnist", "test", root=real_root, n_examples=8, seed=0)
+    attack = finlayson_patch(source="natural")
+    attack.prepare(None)  # nothing to learn, nothing to load
+    patch = attack.make_patch(None, 0.4, test.images, test.info.task)  # no model at all
+    assert torch.equal(patch, grey)
+    first = attack.apply(test.images, patch, torch.Generator().manual_seed(1))
+    again = attack.apply(test.images, patch, torch.Generator().manual_seed(1))
+    assert torch.equal(first, again) and not torch.equal(first, test.images)
+    check_threat_model(test.images, first, 0.4, "patch", "patch")
+
+
+def test_a_black_box_patch_is_learned_on_the_surrogate_and_never_propagates_through_the_target(trained_breast, real_root, tmp_path):
+    from bench.attacks.base import AttackContext
+    from bench.train import TrainConfig
+
+    model, card, path = trained_breast
+    test = load_split("breastmnist", "test", root=real_root, n_examples=16, seed=0)
+    attack = finlayson_patch(surrogate_checkpoint=str(path))
+    context = AttackContext(test.info, str(real_root), str(tmp_path), TrainConfig(epochs=1), "cpu", None)
+    attack.prepare(context)
+    (out,) = attack(model, test.images, test.labels, [0.4], test.info.task)
+    assert out.forwards == 0 and out.backwards == 0
+    with pytest.raises(Exception, match="surrogate is the target model itself"):
+        finlayson_patch(surrogate_checkpoint=str(path)).prepare(
+            AttackContext(test.info, str(real_root), str(tmp_path), TrainConfig(epochs=1), "cpu", card))
+
+
+def test_bad_patch_settings_name_the_choices():
+    with pytest.raises(Exception, match="circle"):
+        finlayson_patch(shape="triangle")
+    with pytest.raises(Exception, match="degrees"):
+        finlayson_patch(rotation=400)
+    with pytest.raises(Exception, match="no surrogate"):
+        finlayson_patch(source="natural", surrogate="resnet18_native")
+
+
+@pytest.mark.slow
+def test_finlayson2018_runs_end_to_end_into_its_table(real_root, tmp_path):
+    """The paper's command, on the real PneumoniaMNIST file with a tiny budget: every attack of the experiment
+    runs (the learned patches with 2 steps), and the table has the paper's columns, one row per attack."""
+    out = tmp_path / "out"
+    cheap = ["train.epochs=1", "train.n_train=64", "dataset.n_examples=16", "logger=none",
+             "finlayson2018.patch_train_steps=2", f"paths.zoo_dir={tmp_path / 'zoo'}", f"paths.output_root={out}", "eval.model_form=torch_eager"]
+    table = tmp_path / "finlayson2018.csv"
+    env = {**os.environ, "MEDMNIST_ROOT": str(real_root)}
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "paper.py"), "finlayson2018", "--datasets",
+                           "pneumoniamnist", "--out", str(table), "--", *cheap],
+                          capture_output=True, text=True, env=env, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    with open(table) as fh:
+        rows = list(csv.DictReader(fh))
+    assert tuple(rows[0]) == PAPERS["finlayson2018"].columns
+    assert {(r["attack"], r["access"]) for r in rows} == {
+        ("pgd", "white-box"), ("pgd", "black-box"), ("adversarial_patch", "white-box"),
+        ("adversarial_patch", "black-box"), ("natural_patch", "black-box")}
+    for r in rows:
+        assert r["dataset"] == "pneumoniamnist" and r["model"].startswith("resnet50_native")
+        assert 0 <= float(r["attacked_acc_ci_low"]) <= float(r["attacked_acc"]) <= float(r["attacked_acc_ci_high"]) <= 1
+    published = {r["attack"] + r["access"]: r["published_attacked_acc"] for r in rows}
+    assert published["adversarial_patchblack-box"] == "0.097" and published["pgdwhite-box"] == ""
+    # rebuilding from the rows on disk gives the same table
+    again = subprocess.run([sys.executable, str(REPO / "scripts" / "paper.py"), "finlayson2018", "--table-only",
+                            "--out", str(tmp_path / "again.csv"), "--", f"paths.output_root={out}"],
+                           capture_output=True, text=True, env=env, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert (tmp_path / "again.csv").read_text() == table.read_text()
