@@ -76,6 +76,7 @@ def train_config_from_cfg(cfg: DictConfig) -> TrainConfig:
         seed=int(t.seed),
         n_train=t.get("n_train"),
         augment=str(t.get("augment", "none")),
+        data_order_seed=None if t.get("data_order_seed") is None else int(t.data_order_seed),
         device=str(cfg.device),
         defense=method,
         defense_params=params,

@@ -45,6 +45,9 @@ class TrainConfig:
     device: str = "cpu"
     defense: str = "none"  # training method of a trained defense: none | pgd_at | trades | gaussian_noise
     defense_params: dict = field(default_factory=dict)  # its settings (eps, steps, beta, sigma ...)
+    # The batch order and augmentation draws; None = ``seed``. Set apart from ``seed`` (which also draws the
+    # initial weights) it trains models that differ only in data order (experiment=underspecification).
+    data_order_seed: int | None = None
 
 
 @torch.no_grad()
@@ -102,7 +105,7 @@ def train_classifier(
     optimiser = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     milestones = sorted({max(1, int(round(m * cfg.epochs))) for m in cfg.milestones})
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimiser, milestones=milestones, gamma=cfg.gamma)
-    generator = torch.Generator().manual_seed(cfg.seed)
+    generator = torch.Generator().manual_seed(cfg.seed if cfg.data_order_seed is None else int(cfg.data_order_seed))
     targets = task.labels_as_targets(train.labels)
     augment = get_augment(cfg.augment)
 

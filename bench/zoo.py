@@ -46,7 +46,11 @@ def training_settings(train: TrainConfig | dict) -> dict[str, object]:
             value = None if value is None else int(value)
         elif f.name == "defense_params":
             value = {k: value[k] for k in sorted(value or {})}
+        elif f.name == "data_order_seed":
+            value = None if value is None or int(value) == int(given.get("seed", DEFAULTS.seed)) else int(value)
         settings[f.name] = value
+    if settings["data_order_seed"] is None:  # the default (the seed's own order) keeps the ids it had before
+        settings.pop("data_order_seed")
     if settings["defense"] in (None, "none"):  # undefended training keeps the ids it had before defenses existed
         settings.pop("defense")
         settings.pop("defense_params")
@@ -68,7 +72,8 @@ def describe_training(train: TrainConfig | dict) -> str:
         shown = " ".join(f"{k}={v}" for k, v in s["defense_params"].items())  # type: ignore[union-attr]
         defense = f"defense={s['defense']}" + (f" ({shown})" if shown else "") + " "
     return (f"{defense}epochs={s['epochs']} augment={s['augment']} n_train={s['n_train'] or 'all'} lr={s['lr']:g} "
-            f"batch_size={s['batch_size']} weight_decay={s['weight_decay']:g} milestones={milestones} gamma={s['gamma']:g}")
+            f"batch_size={s['batch_size']} weight_decay={s['weight_decay']:g} milestones={milestones} gamma={s['gamma']:g}"
+            + (f" data_order_seed={s['data_order_seed']}" if "data_order_seed" in s else ""))
 
 
 def difference(wanted: TrainConfig | dict, found: TrainConfig | dict) -> str:

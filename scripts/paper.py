@@ -27,30 +27,36 @@ from bench.data import dataset_info, default_root, ensure_file  # noqa: E402
 from bench.errors import BenchError  # noqa: E402
 from bench.leaderboard.store import read_rows, track_files  # noqa: E402
 from bench.papers import PAPERS, build_table  # noqa: E402
+from bench.papers.base import latest_rows  # noqa: E402
 
 
 def run_dataset(paper, flag: str, overrides: list[str], data_root: Path) -> bool:
+    """The paper's multiruns on one dataset (one per override set it declares); False if its file is missing."""
     try:
         ensure_file(dataset_info(flag), data_root)
     except BenchError as exc:
         print(f"paper {paper.name}: skipping {flag}: {exc}", flush=True)
         return False
-    command = [sys.executable, str(REPO / "scripts" / "attack.py"), "-m", f"experiment={paper.experiment}",
-               f"dataset={flag}", *overrides]
-    print("paper:", " ".join(command[1:]), flush=True)
-    subprocess.run(command, cwd=REPO, check=True)
+    for run in paper.runs:
+        command = [sys.executable, str(REPO / "scripts" / "attack.py"), "-m", f"experiment={paper.experiment}",
+                   f"dataset={flag}", *paper.per_dataset.get(flag, ()), *run, *overrides]
+        print("paper:", " ".join(command[1:]), flush=True)
+        subprocess.run(command, cwd=REPO, check=True)
     return True
 
 
-def leaderboard_dir_of(overrides: list[str]) -> Path:
-    """Where the jobs wrote their rows, given the overrides they ran with (conf/paths/default.yaml)."""
+def output_dir_of(overrides: list[str], what: str) -> Path:
+    """Where the jobs wrote their rows (``leaderboard``) or records (``records``), given the overrides they ran
+    with (conf/paths/default.yaml)."""
     values = dict(o.split("=", 1) for o in overrides if "=" in o)
-    if "paths.leaderboard_dir" in values:
-        return Path(values["paths.leaderboard_dir"])
-    return Path(values.get("paths.output_root", REPO / "outputs")) / "leaderboard"
+    key = {"leaderboard": "paths.leaderboard_dir", "records": "paths.records_root"}[what]
+    if key in values:
+        return Path(values[key])
+    return Path(values.get("paths.output_root", REPO / "outputs")) / what
 
 
-def write_table(paper, leaderboard_dir: Path, out: Path) -> int:
+def write_table(paper, leaderboard_dir: Path, records_root: Path, out: Path) -> int:
+    """The table, then the paper's further outputs (each file written whole or not at all)."""
     rows = [row for path in track_files(leaderboard_dir) for row in read_rows(path)]
     table = build_table(paper, rows)
     if not table:
@@ -61,6 +67,11 @@ def write_table(paper, leaderboard_dir: Path, out: Path) -> int:
     writer.writeheader()
     writer.writerows(table)
     atomic_write(out, buffer.getvalue())
+    if paper.extra is not None:
+        for path, text in paper.extra(latest_rows(rows, paper.experiment), records_root, out):
+            if text is not None:
+                atomic_write(path, text)
+            print(f"paper {paper.name}: wrote {path}")
     return len(table)
 
 
@@ -72,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--table-only", action="store_true", help="only rebuild the table from existing rows")
     parser.add_argument("--leaderboard-dir", help="where the runs wrote their rows (default: paths.leaderboard_dir, "
                         "following a paths.output_root= or paths.leaderboard_dir= override)")
+    parser.add_argument("--records-root", help="where the runs wrote their records (default: paths.records_root, "
+                        "following the same overrides)")
     parser.add_argument("--out", help="the table (default results/paper/<paper>.csv)")
     argv = sys.argv[1:] if argv is None else argv
     overrides = argv[argv.index("--") + 1:] if "--" in argv else []  # Hydra overrides for every job
@@ -92,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise BenchError(f"none of {', '.join(flags)} could be loaded; put their files in the data root "
                                  f"({data_root}) or set MEDMNIST_ROOT.")
         out = Path(args.out) if args.out else REPO / "results" / "paper" / f"{paper.name}.csv"
-        n = write_table(paper, Path(args.leaderboard_dir or leaderboard_dir_of(overrides)), out)
+        n = write_table(paper, Path(args.leaderboard_dir or output_dir_of(overrides, "leaderboard")),
+                        Path(args.records_root or output_dir_of(overrides, "records")), out)
     except (BenchError, subprocess.CalledProcessError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

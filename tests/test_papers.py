@@ -141,3 +141,60 @@ def test_finlayson2018_runs_end_to_end_into_its_table(real_root, tmp_path):
                            capture_output=True, text=True, env=env, timeout=300)
     assert again.returncode == 0, again.stderr
     assert (tmp_path / "again.csv").read_text() == table.read_text()
+
+
+def test_the_spread_summary_sees_a_stress_spread_that_clean_accuracy_hides():
+    from bench.papers.underspecification import spread_summary
+
+    rng = np.random.default_rng(0)
+    n, models = 400, 10
+    truth = rng.random(n) < 0.85
+    clean = np.stack([truth] * models).astype(float)  # ten models, identical on clean data...
+    clean[:, :5] = rng.random((models, 5)) < 0.5       # ...up to a few coin flips
+    robust = np.stack([rng.random(n) < p for p in np.linspace(0.2, 0.7, models)]).astype(float)  # ...not under attack
+    rows = {r["metric"]: r for r in spread_summary({"clean_acc": clean, "robust_acc@2/255": robust}, resamples=300)}
+    stressed = rows["robust_acc@2/255"]
+    assert stressed["spread_sd"] > 5 * rows["clean_acc"]["spread_sd"]
+    assert stressed["ratio_lo"] > 1 and stressed["spread_sd_lo"] > stressed["sampling_sd"]
+    assert rows["clean_acc"]["ratio_to_clean"] == pytest.approx(1.0)
+
+
+def test_the_seed_zero_model_in_its_own_order_belongs_to_both_comparisons():
+    from bench.papers.underspecification import variants
+
+    row = {"tag": "underspecification", "kind": "gradient", "model": "resnet18_native_seed0", "train": "epochs=30"}
+    assert variants(row) == ["seed", "data_order"]
+    assert variants({**row, "model": "resnet18_native_seed3"}) == ["seed"]
+    assert variants({**row, "train": "epochs=30 data_order_seed=4"}) == ["data_order"]
+    assert variants({**row, "tag": "other"}) == []
+
+
+@pytest.mark.slow
+def test_underspecification_sweeps_and_builds_its_tables_and_figure(real_root, tmp_path):
+    """Both sweeps of the experiment file (2 models each, tiny budget), then the per-model table, the spread
+    summary and the figure from their rows and per-sample records."""
+    out = tmp_path / "out"
+    cheap = ["train.epochs=1", "train.n_train=64", "dataset.n_examples=24", "logger=none",
+             "eval.model_form=torch_eager", f"paths.zoo_dir={tmp_path / 'zoo'}", f"paths.output_root={out}"]
+    env = {**os.environ, "MEDMNIST_ROOT": str(real_root)}
+    attack = [sys.executable, str(REPO / "scripts" / "attack.py"), "-m", "experiment=underspecification"]
+    for sweep in (["train.seed=0,1"], ["train.seed=0", "train.data_order_seed=0,1"]):
+        proc = subprocess.run([*attack, *sweep, *cheap], capture_output=True, text=True, env=env, timeout=900)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    table = tmp_path / "underspecification.csv"
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "paper.py"), "underspecification", "--table-only",
+                           "--out", str(table), "--", f"paths.output_root={out}"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    with open(table) as fh:
+        rows = list(csv.DictReader(fh))
+    # seed 0 (own order) is in both comparisons: 3 distinct models, 4 memberships, 2 epsilons each
+    assert len(rows) == 8 and {r["eps_label"] for r in rows} == {"1/255", "2/255"}
+    assert sorted((r["variant"], r["train_seed"], r["data_order_seed"]) for r in rows if r["eps_label"] == "1/255") == [
+        ("data_order", "0", "0"), ("data_order", "0", "1"), ("seed", "0", "0"), ("seed", "1", "1")]
+    with open(tmp_path / "underspecification_spread.csv") as fh:
+        spread = list(csv.DictReader(fh))
+    assert {(r["variant"], r["metric"]) for r in spread} == {
+        (v, m) for v in ("seed", "data_order") for m in ("clean_acc", "robust_acc@1/255", "robust_acc@2/255")}
+    assert all(r["n_models"] == "2" and r["dataset"] == "breastmnist" for r in spread)
+    assert (tmp_path / "underspecification.png").stat().st_size > 10_000

@@ -74,3 +74,29 @@ def test_an_epoch_with_undefined_validation_auc_still_counts_and_ranks_below_any
     assert selection_key(0.3, nan) == (0.3, float("-inf"))
     assert selection_key(0.3, 0.5) > selection_key(0.3, nan)
     assert selection_key(nan, 0.9) < selection_key(0.0, 0.1)
+
+
+def test_data_order_alone_is_a_new_entry_and_the_seeds_own_order_keeps_the_old_id():
+    base = TrainConfig(epochs=100, seed=3)
+    assert train_id(dataclasses.replace(base, data_order_seed=3)) == train_id(base)  # the seed's own order
+    other_order = dataclasses.replace(base, data_order_seed=4)
+    assert train_id(other_order) != train_id(base)
+    assert describe_training(other_order).endswith("data_order_seed=4")
+    assert "data_order_seed" not in describe_training(base)
+
+
+def test_a_model_trained_in_another_data_order_differs_and_the_seeds_own_order_is_the_same_model(real_root, tmp_path):
+    import torch
+
+    from bench.models import ModelSpec, load_checkpoint
+    from bench.train import train_classifier
+
+    spec = ModelSpec("resnet18_native", "resnet18", "native")
+    weights = {}
+    for order in (None, 0, 1):
+        cfg = TrainConfig(epochs=1, n_train=48, seed=0, data_order_seed=order, milestones=(1.0,))
+        train_classifier(spec, "breastmnist", 28, real_root, cfg, tmp_path / f"m{order}.safetensors")
+        weights[order] = load_checkpoint(tmp_path / f"m{order}.safetensors", 1, 2)[0].state_dict()
+    same = lambda a, b: all(torch.equal(a[k], b[k]) for k in a)  # noqa: E731
+    assert same(weights[None], weights[0])  # seed 0's own order: the very same model
+    assert not same(weights[0], weights[1])  # another order: another model

@@ -5,4 +5,5 @@ from bench.papers.base import PAPERS, Paper, build_table
 
 __all__ = ["PAPERS", "Paper", "build_table"]
 
-import bench.papers.finlayson2018  # noqa: E402,F401  (registers the paper)
+import bench.papers.finlayson2018  # noqa: E402,F401  (registers the papers)
+import bench.papers.underspecification  # noqa: E402,F401

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from bench.registry import Registry
 
@@ -14,35 +15,46 @@ PAPERS: Registry["Paper"] = Registry("paper", "Run `python scripts/paper.py --li
 class Paper:
     """One reproduced paper.
 
-    ``experiment`` is the conf/experiment/ file whose multirun makes the rows;
-    ``datasets`` the flags it runs on (each skipped, with the reason, when its
-    file is missing and cannot be downloaded); ``row`` turns one leaderboard row
-    into a table row, or None for a row that is not the paper's.
+    ``experiment`` is the conf/experiment/ file whose multirun makes the rows (they carry its name as their
+    tag); ``runs`` the override sets, one multirun per set and dataset; ``datasets`` the flags it runs on
+    (each skipped, with the reason, when its file is missing and cannot be downloaded), with ``per_dataset``
+    overrides where a dataset needs its own (a training budget); ``rows`` turns one
+    leaderboard row into the table's rows (none for a row that is not the paper's); ``extra`` writes further
+    outputs (a summary, a figure) from the rows and their per-sample records, beside the table.
     """
 
     name: str
     experiment: str
     datasets: tuple[str, ...]
     columns: tuple[str, ...]
-    row: Callable[[Mapping[str, str]], dict[str, object] | None]
+    rows: Callable[[Mapping[str, str]], list[dict[str, object]]]
     sort_by: tuple[str, ...] = field(default=("dataset",))
+    runs: tuple[tuple[str, ...], ...] = ((),)
+    per_dataset: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # overrides for one dataset's jobs
+    extra: Callable[[Sequence[Mapping[str, str]], Path, Path], list[tuple[Path, str | None]]] | None = None
 
 
 def latest_rows(rows: Iterable[Mapping[str, str]], tag: str) -> list[Mapping[str, str]]:
-    """The newest row per (dataset, size, model, defense, attack, eps) among rows tagged ``tag``."""
+    """The newest row per (dataset, size, model, training, defense, attack, eps) among rows tagged ``tag``."""
     newest: dict[tuple[str, ...], Mapping[str, str]] = {}
     for row in rows:
         if row.get("tag") != tag:
             continue
-        key = tuple(str(row.get(k, "")) for k in ("dataset", "size", "model", "defense", "attack", "eps_label"))
+        key = tuple(str(row.get(k, "")) for k in ("dataset", "size", "model", "train", "defense", "attack",
+                                                  "eps_label"))
         if key not in newest or str(row.get("date", "")) >= str(newest[key].get("date", "")):
             newest[key] = row
     return list(newest.values())
 
 
+def _sort_value(value: object) -> tuple[int, object]:
+    text = str(value)
+    return (0, int(text)) if text.isdigit() else (1, text)
+
+
 def build_table(paper: Paper, rows: Iterable[Mapping[str, str]]) -> list[dict[str, object]]:
     """The paper's table rows, sorted, from every leaderboard row (only its tag's newest rows count)."""
-    table = [made for row in latest_rows(rows, paper.experiment) if (made := paper.row(row)) is not None]
+    table = [made for row in latest_rows(rows, paper.experiment) for made in paper.rows(row)]
     order = {flag: i for i, flag in enumerate(paper.datasets)}
-    return sorted(table, key=lambda r: tuple(order.get(str(r[k]), len(order)) if k == "dataset" else str(r[k])
-                                             for k in paper.sort_by))
+    return sorted(table, key=lambda r: tuple((0, order.get(str(r[k]), len(order))) if k == "dataset"
+                                             else _sort_value(r[k]) for k in paper.sort_by))

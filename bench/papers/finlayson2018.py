@@ -28,21 +28,21 @@ COLUMNS = ("dataset", "model", "attack", "access", "clean_auc", "attacked_auc", 
            "attacked_acc_ci_low", "attacked_acc_ci_high", "published_attacked_auc", "published_attacked_acc")
 
 
-def table_row(row: Mapping[str, str]) -> dict[str, object] | None:
+def table_rows(row: Mapping[str, str]) -> list[dict[str, object]]:
     if row.get("attack") not in ATTACKS:
-        return None
+        return []
     attack, access = ATTACKS[str(row["attack"])]
     published = PUBLISHED.get((str(row["dataset"]), attack, access), ("", ""))
-    return {
+    return [{
         "dataset": row["dataset"], "model": row["model"], "attack": attack, "access": access,
         "clean_auc": row["clean_auc"], "attacked_auc": row["adv_auc"],
         "clean_acc": row["clean_acc"], "attacked_acc": row["robust_acc"],
         "attacked_acc_ci_low": row["robust_acc_lo"], "attacked_acc_ci_high": row["robust_acc_hi"],
         "published_attacked_auc": published[0], "published_attacked_acc": published[1],
-    }
+    }]
 
 
 PAPERS.add("finlayson2018", Paper(
-    name="finlayson2018", experiment="finlayson2018", datasets=DATASETS, columns=COLUMNS, row=table_row,
+    name="finlayson2018", experiment="finlayson2018", datasets=DATASETS, columns=COLUMNS, rows=table_rows,
     sort_by=("dataset", "attack", "access"),
 ))
