@@ -66,7 +66,8 @@ def paste(x: torch.Tensor, patches: torch.Tensor, masks: torch.Tensor, rows: tor
         r, q = int(rows[i]), int(cols[i])
         canvas[i, :, r : r + s, q : q + s] = patches[i] * masks[i]
         alpha[i, :, r : r + s, q : q + s] = masks[i]
-    return x * (1 - alpha) + canvas
+    # a convex combination, so in [0, 1] up to rounding (1 - a) * x + a * p can exceed 1 by an ulp
+    return (x * (1 - alpha) + canvas).clamp_(0, 1)
 
 
 @lru_cache(maxsize=8)
