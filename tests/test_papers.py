@@ -77,7 +77,7 @@ def test_the_natural_patch_is_a_photograph_the_same_for_every_run_and_needs_no_m
     test = load_split("breastmnist", "test", root=real_root, n_examples=8, seed=0)
     attack = finlayson_patch(source="natural")
     attack.prepare(None)  # nothing to learn, nothing to load
-    patch = attack.make_patch(None, 0.4, test.images, test.info.task)  # no model at all
+    (patch,) = attack.make_patches(None, 0.4, test.images, test.info.task).values()  # no model at all
     assert torch.equal(patch, grey)
     first = attack.apply(test.images, patch, torch.Generator().manual_seed(1))
     again = attack.apply(test.images, patch, torch.Generator().manual_seed(1))
@@ -198,3 +198,22 @@ def test_underspecification_sweeps_and_builds_its_tables_and_figure(real_root, t
         (v, m) for v in ("seed", "data_order") for m in ("clean_acc", "robust_acc@1/255", "robust_acc@2/255")}
     assert all(r["n_models"] == "2" and r["dataset"] == "breastmnist" for r in spread)
     assert (tmp_path / "underspecification.png").stat().st_size > 10_000
+
+
+def test_a_targeted_patch_is_learned_per_target_class_and_each_image_gets_its_targets(trained_breast, real_root, tmp_path):
+    """With the opposite-class rule one shared patch would have to push both classes across at once, so a
+    targeted patch is learned per target class (on the train images sent there) and pasted by target."""
+    from bench.attacks.base import AttackContext
+    from bench.train import TrainConfig
+
+    model, card, _ = trained_breast
+    test = load_split("breastmnist", "test", root=real_root, n_examples=24, seed=0)
+    context = AttackContext(test.info, str(real_root), str(tmp_path), TrainConfig(epochs=1), "cpu", card)
+    attack = finlayson_patch(shape="square", rotation=0, location="top_left", train_steps=2)
+    attack.prepare(context)
+    (out,) = attack(model, test.images, test.labels, [0.4], test.info.task)
+    patches = attack.patches[0.4]
+    assert set(patches) == {0, 1} and not torch.equal(patches[0], patches[1])
+    side = round(0.4 * 28)
+    for image, target in zip(out.x_adv, attack.last_criterion.target.tolist()):
+        assert torch.allclose(image[:, :side, :side], patches[target])

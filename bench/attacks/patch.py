@@ -4,7 +4,10 @@ The patch is a square of side ``eps`` x image side, optionally cut to the disk
 inscribed in it (``shape: circle``) and rotated at random within
 +-``rotation`` degrees wherever it is pasted, in training and at test time
 (expectation over transformations). Its content is either learned with Adam
-on the train split to maximise the criterion loss (``source: learned``), or a
+on the train split to maximise the criterion loss (``source: learned``; a
+targeted patch is learned per target class, on the train images sent to that
+class, and each test image gets the patch of its own target: with the
+``opposite`` rule one patch could not send both classes across), or a
 natural photograph of the same size (``source: natural``, the control that
 tells an adversarial patch from mere occlusion). A learned patch is white-box
 when learned on the attacked model, black-box when learned on an independently
@@ -118,7 +121,7 @@ class AdversarialPatch(Attack):
         if self.source == "natural" and (self.surrogate_name or self.surrogate_checkpoint):
             raise ConfigError("a natural patch is not learned, so it takes no surrogate; remove params.surrogate.")
         self.surrogate: torch.nn.Module | None = None
-        self.patches: dict[float, torch.Tensor] = {}
+        self.patches: dict[float, dict[int | None, torch.Tensor]] = {}  # eps -> target class (None: any) -> patch
         self._train = None
 
     @staticmethod
@@ -162,33 +165,43 @@ class AdversarialPatch(Attack):
         return rows, cols, angles
 
     def apply(self, x: torch.Tensor, patch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Paste ``patch`` on every image of ``x`` at a placement drawn from ``generator``."""
+        """Paste ``patch`` (C, s, s), or one patch per image (N, C, s, s), at placements drawn from ``generator``."""
         n, _, h, w = x.shape
         side = patch.shape[-1]
         rows, cols, angles = self._placements(n, side, h, w, generator)
-        patches = patch.unsqueeze(0).expand(n, *patch.shape)
+        patches = patch.unsqueeze(0).expand(n, *patch.shape) if patch.dim() == 3 else patch
         masks = shape_mask(self.shape, side).to(x).expand(n, 1, side, side)
         if self.rotation:
             angles = angles.to(x)
             patches, masks = rotate(patches, angles), rotate(masks, angles)
         return paste(x, patches, masks, rows, cols)
 
-    def learn_patch(self, model, eps: float, task, device) -> torch.Tensor:
-        """Adam on the patch pixels (kept in [0, 1]) over random train batches and placements."""
+    def learn_patch(self, model, eps: float, task, device) -> dict[int | None, torch.Tensor]:
+        """Adam on the patch pixels (kept in [0, 1]) over random train batches and placements: one patch, or,
+        for a single-label targeted attack, one per target class from the train images sent to it."""
         if self._train is None:
             raise ConfigError("the patch attack learns on the train split: call prepare() first (the runner does).")
         images, labels = self._train.images, self._train.labels
+        with attack_mode(model):
+            crit = self.criterion(model, images.to(device), labels.to(device), task)
+        if crit.targeted and crit.target is not None and crit.target.dim() == 1:
+            targets = crit.target.cpu()
+            return {int(c): self._learn_one(model, eps, images, crit, (targets == c).nonzero().view(-1))
+                    for c in targets.unique().tolist()}
+        return {None: self._learn_one(model, eps, images, crit, torch.arange(len(images)))}
+
+    def _learn_one(self, model, eps: float, images: torch.Tensor, crit: Criterion, pool: torch.Tensor) -> torch.Tensor:
         c, h, _ = images.shape[1:]
+        device = crit.labels.device
         side = patch_side(eps, h)
         generator = torch.Generator().manual_seed(self.seed)
         patch = torch.rand((c, side, side), generator=generator).to(device).requires_grad_(True)
         optimiser = torch.optim.Adam([patch], lr=self.lr)
         with attack_mode(model), torch.enable_grad():
             for _ in range(self.train_steps):
-                idx = torch.randint(0, len(images), (min(self.batch_size, len(images)),), generator=generator)
-                x, y = images[idx].to(device), labels[idx].to(device)
-                crit = self.criterion(model, x, y, task)
-                loss = -crit.loss(model(self.apply(x, patch, generator))).mean()
+                idx = pool[torch.randint(0, len(pool), (min(self.batch_size, len(pool)),), generator=generator)]
+                x = images[idx].to(device)
+                loss = -crit.subset(idx.to(device)).loss(model(self.apply(x, patch, generator))).mean()
                 optimiser.zero_grad()
                 loss.backward()
                 optimiser.step()
@@ -196,10 +209,10 @@ class AdversarialPatch(Attack):
                     patch.clamp_(0, 1)
         return patch.detach()
 
-    def make_patch(self, model, eps: float, x: torch.Tensor, task) -> torch.Tensor:
+    def make_patches(self, model, eps: float, x: torch.Tensor, task) -> dict[int | None, torch.Tensor]:
         channels, height = x.shape[1], x.shape[-2]
         if self.source == "natural":
-            return natural_patch(channels, patch_side(eps, height)).to(x)
+            return {None: natural_patch(channels, patch_side(eps, height)).to(x)}
         if self.black_box:
             if self.surrogate is None:
                 raise ConfigError("the black-box patch has no surrogate: call prepare() (the experiment runner does).")
@@ -208,7 +221,16 @@ class AdversarialPatch(Attack):
 
     def run(self, model, x, criterion: Criterion, eps):
         if eps not in self.patches:
-            self.patches[eps] = self.make_patch(model, eps, x, criterion.task)
+            self.patches[eps] = self.make_patches(model, eps, x, criterion.task)
+        patches = self.patches[eps]
+        if None in patches:
+            patch = patches[None]
+        else:  # each image gets the patch of its target class
+            wanted = [int(t) for t in criterion.target.view(-1).tolist()]
+            missing = sorted(set(wanted) - set(patches))
+            if missing:
+                raise ConfigError(f"no train image was sent to class(es) {missing} by the target rule "
+                                  f"{self.target_rule!r}, so the patch has none for them; raise train_samples.")
+            patch = torch.stack([patches[t] for t in wanted])
         generator = torch.Generator().manual_seed(self.seed + 1)
-        return self.apply(x, self.patches[eps], generator)
-
+        return self.apply(x, patch, generator)
