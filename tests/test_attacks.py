@@ -79,7 +79,7 @@ def assert_inside_threat_model(x, x_adv, eps, norm):
 
 @pytest.fixture(scope="module")
 def breast_batch(real_root):
-    test = load_split("breastmnist", "test", root=real_root, n_examples=24, seed=0)
+    test = load_split("breastmnist", "test", root=real_root, n_examples=48, seed=0)
     return test.images, test.labels, test.info.task
 
 
