@@ -135,8 +135,8 @@ def figure(matrices_by_group: Mapping[tuple[str, str], Mapping[str, np.ndarray]]
         ax.set_title(dataset)
         ax.set_ylabel("accuracy")
         ax.legend(fontsize=8)
-    fig.suptitle("Models differing only in seed / data order: clean vs stress-test spread "
-                 "(grey: one model's 95% test-sampling interval)", fontsize=9)
+    fig.suptitle("Models differing only in seed / data order: clean vs stress-test spread\n"
+                 "(grey bar: one model's 95% test-sampling interval)", fontsize=9)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120)
