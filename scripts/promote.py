@@ -53,8 +53,11 @@ def main(argv: list[str] | None = None) -> int:
     for d in decisions:
         print(d.line(args.dry_run))
     from bench.leaderboard.certified import promote_certified
+    from bench.leaderboard.corruption import promote_corruption
 
     for line in promote_certified(args.source, args.target, args.dry_run):  # the certified track: whole splits only
+        print(line)
+    for line in promote_corruption(args.source, args.target, args.dry_run):  # corruptions: complete evaluations only
         print(line)
     promoted = sum(d.promote for d in decisions)
     verb = "would be promoted" if args.dry_run else "promoted"

@@ -30,8 +30,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from bench.leaderboard.schema import Column, LeaderboardSchemaError
-from bench.leaderboard.store import format_value, read_checked_csv, replace_rows_locked
+from bench.leaderboard.schema import Column
+from bench.leaderboard.side_track import SideTrack
 
 CERTIFIED_SCHEMA_VERSION = 1
 NORM = "l2"
@@ -68,95 +68,47 @@ CERTIFIED_SCHEMA: tuple[Column, ...] = (
     # provenance
     _c("tag", required=False), _c("config_hash"), _c("weights_sha256"), _c("git_commit"), _c("versions"),
 )
-COLUMNS: tuple[str, ...] = tuple(c.name for c in CERTIFIED_SCHEMA)
-BY_NAME: dict[str, Column] = {c.name: c for c in CERTIFIED_SCHEMA}
 # An evaluation is (configuration, weights, model); it has one row per radius.
 KEY = ("config_hash", "weights_sha256", "model", "radius")
+CERTIFIED = SideTrack(f"certified_{NORM}", "certified track", CERTIFIED_SCHEMA, KEY,
+                      intervals=(("certified_acc_lo", "certified_acc", "certified_acc_hi"),),
+                      rerun="scripts/certify.py", describe=("model", "sigma", "radius"))
+COLUMNS: tuple[str, ...] = CERTIFIED.columns
+BY_NAME: dict[str, Column] = CERTIFIED.by_name
 
 
 def certified_track_name(dataset: str, size: int | str) -> str:
-    return f"{dataset}_{size}_certified_{NORM}"
+    return CERTIFIED.name(dataset, size)
 
 
 def certified_path(leaderboard_dir: str | Path, dataset: str, size: int | str) -> Path:
-    return Path(leaderboard_dir) / f"{certified_track_name(dataset, size)}.csv"
+    return CERTIFIED.path(leaderboard_dir, dataset, size)
 
 
 def is_certified_file(path: str | Path) -> bool:
     """Whether a CSV in a leaderboard folder is a certified-track file (readers of the empirical tracks skip it)."""
-    return Path(path).name.endswith(f"_certified_{NORM}.csv")
-
-
-def _check_header(header: Sequence[str], where: str) -> None:
-    seen: set[str] = set()
-    for i, name in enumerate(header):
-        if name not in BY_NAME:
-            expected = COLUMNS[i] if i < len(COLUMNS) else None
-            hint = f"; the certified track expects {expected!r} there" if expected and expected not in header else ""
-            raise LeaderboardSchemaError(
-                f"{where}: line 1, column {i + 1} is {name!r}, which is not a certified-track column{hint} "
-                f"(columns: {', '.join(COLUMNS)}). Restore the header; the file was left unchanged.")
-        if name in seen:
-            raise LeaderboardSchemaError(f"{where}: line 1 names column {name!r} twice. Remove one; the file was left unchanged.")
-        seen.add(name)
-    missing = [c for c in COLUMNS if c not in seen]
-    if missing:
-        raise LeaderboardSchemaError(f"{where}: line 1 lacks the column(s) {', '.join(map(repr, missing))}. "
-                                     "Restore them; the file was left unchanged.")
-
-
-def _check_row(header: Sequence[str], values: Sequence[str], where: str, line: int) -> dict[str, str]:
-    if len(values) != len(header):
-        raise LeaderboardSchemaError(
-            f"{where}: line {line} has {len(values)} fields, expected {len(header)} ({', '.join(header)}). "
-            "Fix or delete that line; the file was left unchanged.")
-    row = dict(zip(header, values))
-    for name in COLUMNS:
-        problem = BY_NAME[name].problem(row[name])
-        if problem is None and name == "certified_acc_lo" and row[name] and row["certified_acc"] and row["certified_acc_hi"]:
-            lo, acc, hi = float(row[name]), float(row["certified_acc"]), float(row["certified_acc_hi"])
-            if not lo <= acc <= hi:
-                problem = f"the interval [{lo}, {hi}] does not contain certified_acc {acc}"
-        if problem:
-            raise LeaderboardSchemaError(
-                f"{where}: line {line}, column {header.index(name) + 1} ({name}) is {row[name]!r}: {problem}. "
-                "Correct the cell from the run's summary.json, or delete the line and rerun scripts/certify.py; "
-                "the file was left unchanged.")
-    return {c: row[c] for c in COLUMNS}
+    return CERTIFIED.is_file(path)
 
 
 def read_certified(path: str | Path) -> list[dict[str, str]]:
     """Read and validate a certified-track CSV; LeaderboardSchemaError names the file, line and column."""
-    return read_checked_csv(path, _check_header, _check_row)
+    return CERTIFIED.read(path)
 
 
 def validate_certified_row(row: Mapping[str, str], where: str = "new row") -> None:
-    """Refuse a row about to be written with an empty required cell or a value its column does not accept."""
-    for column in CERTIFIED_SCHEMA:
-        value = row.get(column.name, "")
-        problem = column.problem(value) if value != "" else ("empty, but every new row must record it"
-                                                               if column.required else None)
-        if problem:
-            raise LeaderboardSchemaError(f"{where}: column {column.name} is {value!r}: {problem}; nothing was written.")
-    lo, acc, hi = (float(row[c]) for c in ("certified_acc_lo", "certified_acc", "certified_acc_hi"))
-    if not lo <= acc <= hi:
-        raise LeaderboardSchemaError(f"{where}: interval [{lo}, {hi}] does not contain certified_acc {acc}; nothing was written.")
+    CERTIFIED.validate(row, where)
 
 
 def certified_key(row: Mapping[str, object]) -> tuple[str, ...]:
-    return tuple(format_value(row.get(k)) for k in KEY)
+    return CERTIFIED.row_key(row)
 
 
 def upsert_certified(path: str | Path, new_rows: Iterable[Mapping[str, object]]) -> Path:
     """Add ``new_rows``, replacing rows with the same key; every row validated first, written atomically under a lock."""
-    path = Path(path)
-    new = [{c: format_value(r.get(c)) for c in COLUMNS} for r in new_rows]
-    for i, row in enumerate(new):
-        validate_certified_row(row, f"{path}: new row {i + 1} ({row['model']} sigma={row['sigma']} radius={row['radius']})")
-    return replace_rows_locked(path, new, COLUMNS, certified_key, read_certified)
+    return CERTIFIED.upsert(path, new_rows)
 
 
-__all__ = ["BY_NAME", "CERTIFIED_SCHEMA", "CERTIFIED_SCHEMA_VERSION", "COLUMNS", "KEY", "certified_key",
+__all__ = ["BY_NAME", "CERTIFIED", "CERTIFIED_SCHEMA", "CERTIFIED_SCHEMA_VERSION", "COLUMNS", "KEY", "certified_key",
            "certified_path", "certified_track_name", "is_certified_file", "read_certified", "upsert_certified",
            "validate_certified_row"]
 
@@ -165,7 +117,7 @@ __all__ = ["BY_NAME", "CERTIFIED_SCHEMA", "CERTIFIED_SCHEMA_VERSION", "COLUMNS",
 # promotion and tables
 # --------------------------------------------------------------------------------------------------
 def certified_files(folder: str | Path) -> list[Path]:
-    return [p for p in sorted(Path(folder).glob("*.csv")) if is_certified_file(p)]
+    return CERTIFIED.files(folder)
 
 
 def certified_evaluations(rows: Sequence[Mapping[str, str]]) -> list[list[Mapping[str, str]]]:

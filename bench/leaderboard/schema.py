@@ -44,6 +44,11 @@ def _problem_count(text: str) -> str | None:
     return None
 
 
+def _problem_signed(text: str) -> str | None:
+    x = _as_float(text)
+    return None if x is not None and math.isfinite(x) else "not a finite number"
+
+
 def _problem_number(text: str) -> str | None:
     x = _as_float(text)
     if x is None or not math.isfinite(x):
@@ -81,7 +86,7 @@ def _problem_bool(text: str) -> str | None:
 
 
 KINDS = {
-    "bool": _problem_bool, "text": _problem_text, "count": _problem_count, "number": _problem_number, "fraction": _problem_fraction,
+    "bool": _problem_bool, "text": _problem_text, "count": _problem_count, "number": _problem_number, "signed": _problem_signed, "fraction": _problem_fraction,
     "eps": _problem_eps, "flags": _problem_flags,
 }
 

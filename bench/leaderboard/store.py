@@ -42,10 +42,10 @@ def format_value(value: object) -> str:
 
 
 def track_files(folder: str | Path) -> list[Path]:
-    """The empirical track CSVs in a leaderboard folder (certified-track files have their own schema)."""
-    from bench.leaderboard.certified import is_certified_file
+    """The empirical track CSVs in a leaderboard folder (side tracks, certified and corruption, have their own schema)."""
+    from bench.leaderboard.side_track import is_side_track_file
 
-    return [p for p in sorted(Path(folder).glob("*.csv")) if not is_certified_file(p)]
+    return [p for p in sorted(Path(folder).glob("*.csv")) if not is_side_track_file(p)]
 
 
 def read_checked_csv(path: str | Path, check_header: Callable[[list[str], str], object],

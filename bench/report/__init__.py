@@ -56,14 +56,16 @@ def write_all(leaderboard_dir: str | Path, records_root: str | Path, out: str | 
             "with python scripts/attack.py (it appends to results/leaderboard/<dataset>_<size>_<norm>.csv)."
         )
     from bench.leaderboard.certified import certified_files
+    from bench.leaderboard.corruption import CORRUPTION
 
     tracks = load_tracks(leaderboard_dir)
     source = _display(leaderboard_dir)
     readme = out / "README.md"
     existing = readme.read_text() if readme.exists() else None
     outputs: dict[Path, str | bytes] = {
-        readme: update_readme_block(existing, render_markdown(tracks, source, certified_files(leaderboard_dir))),
-        out / "leaderboard.html": render_html(tracks, source),
+        readme: update_readme_block(existing, render_markdown(tracks, source, certified_files(leaderboard_dir),
+                                                              CORRUPTION.files(leaderboard_dir))),
+        out / "leaderboard.html": render_html(tracks, source, CORRUPTION.files(leaderboard_dir)),
     }
     figures = out / "figures"
     for t in tracks:

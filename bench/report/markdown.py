@@ -7,6 +7,7 @@ from pathlib import Path
 
 from bench.leaderboard.admission import rules_markdown
 from bench.leaderboard.certified import certified_markdown
+from bench.leaderboard.corruption import corruption_markdown
 from bench.report.findings import findings_markdown
 from bench.report.tracks import (
     REGENERATE, RankedEntry, ReportError, Row, Track, eps_text, flag_list, fmt, fmt_ci, is_battery, num, ranking_rows,
@@ -99,7 +100,7 @@ def render_track_markdown(track: Track) -> str:
 
 
 def render_markdown(tracks: Sequence[Track], source: str = "results/leaderboard",
-                    certified_paths: Sequence[Path] = ()) -> str:
+                    certified_paths: Sequence[Path] = (), corruption_paths: Sequence[Path] = ()) -> str:
     """The generated block of results/README.md, markers included: the rules, the checks, then every track."""
     lines = [
         MARK_START,
@@ -120,6 +121,8 @@ def render_markdown(tracks: Sequence[Track], source: str = "results/leaderboard"
         lines += [render_track_markdown(t), *findings_markdown(t)]
     for path in certified_paths:
         lines += certified_markdown(path)
+    for path in corruption_paths:
+        lines += corruption_markdown(path)
     return "\n".join(lines).rstrip("\n") + "\n" + MARK_END + "\n"
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 from bench.leaderboard.admission import RULES
 from bench.checks import CHECKS
@@ -116,7 +117,35 @@ def _rules_html() -> str:
             f"<tbody>{checks}</tbody></table></div></details></details>")
 
 
-def render_html(tracks: Sequence[Track], source: str = "results/leaderboard") -> str:
+def _corruption_html(paths: Sequence[Path]) -> str:
+    """One static table per corruption track (MedMNIST-C): an evaluation per line, ranked by mean balanced error."""
+    from bench.leaderboard.corruption import CORRUPTION, corruption_table
+
+    sections = []
+    for path in paths:
+        rows = CORRUPTION.read(path)
+        if not rows:
+            continue
+        header, body = corruption_table(rows)
+        first = rows[0]
+        head = "".join(f'<th scope="col">{_e(h)}</th>' for h in header)
+        lines = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in cells) + "</tr>" for cells in body)
+        sections.append(
+            f'<h3>{_e(first["dataset"])} {_e(first["size"])}x{_e(first["size"])}</h3>'
+            f'<div class="table-wrap"><table class="corruptions" data-track="{_e(path.stem)}"><thead><tr>{head}</tr>'
+            f"</thead><tbody>{lines}</tbody></table></div>")
+    if not sections:
+        return ""
+    return ('<section id="corruptions"><h2>Common corruptions (MedMNIST-C)</h2><p class="note">Balanced error '
+            "(1 - balanced accuracy; lower is better) under each of the dataset's MedMNIST-C corruptions, averaged "
+            "over five severities; <i>mean BE</i> averages every corruption and severity [95% bootstrap interval] and "
+            "ranks an evaluation of the whole test split at every corruption and severity. Rows come from "
+            "<code>python scripts/corrupt.py ...</code>; per-severity rows, accuracy, AUC and image checksums are in "
+            f"the <code>*_corruptions.csv</code> files.</p>{''.join(sections)}</section>")
+
+
+def render_html(tracks: Sequence[Track], source: str = "results/leaderboard",
+                corruption_paths: Sequence[Path] = ()) -> str:
     """The whole leaderboard as one self-contained page (inline CSS and JS, no network)."""
     rows: list[tuple[Row, RankedEntry]] = []
     primary: set[int] = set()
@@ -184,6 +213,7 @@ a battery of attacks.</p>
 </table>
 </div>
 <details class="note"><summary>flags</summary><ul>{legend}</ul></details>
+{_corruption_html(corruption_paths)}
 <script>{JS}</script>
 </body>
 </html>
