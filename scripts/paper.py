@@ -38,10 +38,11 @@ def run_dataset(paper, flag: str, overrides: list[str], data_root: Path) -> bool
         print(f"paper {paper.name}: skipping {flag}: {exc}", flush=True)
         return False
     for run in paper.runs:
-        command = [sys.executable, str(REPO / "scripts" / "attack.py"), "-m", f"experiment={paper.experiment}",
-                   f"dataset={flag}", *paper.per_dataset.get(flag, ()), *run, *overrides]
-        print("paper:", " ".join(command[1:]), flush=True)
-        subprocess.run(command, cwd=REPO, check=True)
+        for script in paper.scripts:
+            command = [sys.executable, str(REPO / "scripts" / script), "-m", f"experiment={paper.experiment}",
+                       f"dataset={flag}", *paper.per_dataset.get(flag, ()), *run, *overrides]
+            print("paper:", " ".join(command[1:]), flush=True)
+            subprocess.run(command, cwd=REPO, check=True)
     return True
 
 
@@ -68,7 +69,10 @@ def write_table(paper, leaderboard_dir: Path, records_root: Path, out: Path) -> 
     writer.writerows(table)
     atomic_write(out, buffer.getvalue())
     if paper.extra is not None:
-        for path, text in paper.extra(latest_rows(rows, paper.experiment), records_root, out):
+        from bench.leaderboard.corruption import CORRUPTION
+
+        corruption_rows = [row for path in CORRUPTION.files(leaderboard_dir) for row in CORRUPTION.read(path)]
+        for path, text in paper.extra(latest_rows(rows, paper.experiment), records_root, out, corruption_rows):
             if text is not None:
                 atomic_write(path, text)
             print(f"paper {paper.name}: wrote {path}")

@@ -178,9 +178,12 @@ def test_underspecification_sweeps_and_builds_its_tables_and_figure(real_root, t
              "eval.model_form=torch_eager", f"paths.zoo_dir={tmp_path / 'zoo'}", f"paths.output_root={out}"]
     env = {**os.environ, "MEDMNIST_ROOT": str(real_root)}
     attack = [sys.executable, str(REPO / "scripts" / "attack.py"), "-m", "experiment=underspecification"]
+    corrupt = [sys.executable, str(REPO / "scripts" / "corrupt.py"), "-m", "experiment=underspecification",
+               "corruption.names=[pixelate,speckle_noise]"]
     for sweep in (["train.seed=0,1"], ["train.seed=0", "train.data_order_seed=0,1"]):
-        proc = subprocess.run([*attack, *sweep, *cheap], capture_output=True, text=True, env=env, timeout=900)
-        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+        for script in (attack, corrupt):  # what scripts/paper.py runs: the attack sweep, then the corruption sweep
+            proc = subprocess.run([*script, *sweep, *cheap], capture_output=True, text=True, env=env, timeout=900)
+            assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     table = tmp_path / "underspecification.csv"
     proc = subprocess.run([sys.executable, str(REPO / "scripts" / "paper.py"), "underspecification", "--table-only",
                            "--out", str(table), "--", f"paths.output_root={out}"],
@@ -195,7 +198,12 @@ def test_underspecification_sweeps_and_builds_its_tables_and_figure(real_root, t
     with open(tmp_path / "underspecification_spread.csv") as fh:
         spread = list(csv.DictReader(fh))
     assert {(r["variant"], r["metric"]) for r in spread} == {
-        (v, m) for v in ("seed", "data_order") for m in ("clean_acc", "robust_acc@1/255", "robust_acc@2/255")}
+        (v, m) for v in ("seed", "data_order") for m in (
+            "clean_acc", "robust_acc@1/255", "robust_acc@2/255", "clean_balanced_error", "balanced_error@pixelate",
+            "balanced_error@speckle_noise", "balanced_error@mean")}
+    # balanced errors are compared with the clean balanced error's spread, accuracies with clean accuracy's
+    assert {r["reference"] for r in spread if "balanced_error" in r["metric"]} == {"clean_balanced_error"}
+    assert {r["reference"] for r in spread if "acc" in r["metric"]} == {"clean_acc"}
     assert all(r["n_models"] == "2" and r["dataset"] == "breastmnist" for r in spread)
     assert (tmp_path / "underspecification.png").stat().st_size > 10_000
 

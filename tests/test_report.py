@@ -92,7 +92,13 @@ def rendered(tmp_path_factory) -> dict:
     """Synthetic tracks + one examples.npz, rendered once into a fresh out dir with a hand-written README."""
     root = tmp_path_factory.mktemp("report")
     rows = write_synthetic(root / "leaderboard")
-    write_examples(root / "records" / "run1" / "examples.npz")
+    # examples are drawn for the evaluations on the leaderboard only (folder <config_hash>-<weights sha[:8]>)
+    first = next(r for r in rows if r["model"] == "resnet18_28")
+    shown = f"{first['config_hash']}-{str(first['weights_sha256'])[:8]}"
+    write_examples(root / "records" / "breastmnist_28" / "resnet18_28" / shown / "examples.npz")
+    local_only = root / "records" / "breastmnist_28" / "resnet18_28" / "unpromoted-00000000" / "examples.npz"
+    write_examples(local_only)
+    np.savez(local_only, **{**dict(np.load(local_only)), "model": np.array("local_model")})
     out = root / "results"
     out.mkdir()
     intro = f"# Our results\n\nHand-written words that must survive.\n\n{MARK_START}\nold\n{MARK_END}\n\nTail text.\n"
@@ -188,6 +194,7 @@ def test_figures_are_valid_pngs(rendered):
     for dataset in DATASETS:
         assert_png(figures / f"robust_vs_eps_{dataset}_28_linf.png")
     assert_png(figures / "examples_breastmnist_28_resnet18_28.png")
+    assert not (figures / "examples_breastmnist_28_local_model.png").exists(), "a run not on the leaderboard is not drawn"
 
 
 def test_robust_vs_eps_lines_join_only_measured_epsilons_and_nothing_is_clipped():

@@ -147,6 +147,7 @@ def run_corruption_track(cfg, output_dir) -> list[dict]:
         saved = _load_done(folder, fingerprint, corruption.name)
         if saved is None:
             saved = _evaluate_corruption(corruption, clean_uint8, indices, model, task, run, device, cache)
+            saved["labels"], saved["indices"] = labels.tolist(), indices.tolist()
             atomic_write(folder / f"{corruption.name}.json", json.dumps({"fingerprint": fingerprint, **saved}, default=str))
             status = f"{saved['seconds_total']:.1f}s"
         else:

@@ -18,9 +18,11 @@ class Paper:
     ``experiment`` is the conf/experiment/ file whose multirun makes the rows (they carry its name as their
     tag); ``runs`` the override sets, one multirun per set and dataset; ``datasets`` the flags it runs on
     (each skipped, with the reason, when its file is missing and cannot be downloaded), with ``per_dataset``
-    overrides where a dataset needs its own (a training budget); ``rows`` turns one
+    overrides where a dataset needs its own (a training budget); ``scripts`` what each run runs
+    (``attack.py``, and ``corrupt.py`` for a corruption track of the same models); ``rows`` turns one
     leaderboard row into the table's rows (none for a row that is not the paper's); ``extra`` writes further
-    outputs (a summary, a figure) from the rows and their per-sample records, beside the table.
+    outputs (a summary, a figure) from the rows, the corruption-track rows and their per-sample records:
+    ``extra(rows, records_root, out, corruption_rows)``.
     """
 
     name: str
@@ -31,7 +33,8 @@ class Paper:
     sort_by: tuple[str, ...] = field(default=("dataset",))
     runs: tuple[tuple[str, ...], ...] = ((),)
     per_dataset: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # overrides for one dataset's jobs
-    extra: Callable[[Sequence[Mapping[str, str]], Path, Path], list[tuple[Path, str | None]]] | None = None
+    scripts: tuple[str, ...] = ("attack.py",)  # each run is a multirun of each of these scripts/ entry points
+    extra: Callable[..., list[tuple[Path, str | None]]] | None = None
 
 
 def latest_rows(rows: Iterable[Mapping[str, str]], tag: str) -> list[Mapping[str, str]]:

@@ -47,7 +47,8 @@ def write_all(leaderboard_dir: str | Path, records_root: str | Path, out: str | 
 
     Everything is rendered before the first write, so a bad CSV (LeaderboardSchemaError) or a broken
     README block or examples.npz (ReportError) changes nothing. Existing figures that this input cannot regenerate are
-    kept. When several examples.npz map to one figure name, the last one in path order wins.
+    kept. Only the examples.npz of evaluations with rows in ``leaderboard_dir`` are drawn; when several map to one
+    figure name, the last one in path order wins.
     """
     leaderboard_dir, records_root, out = Path(leaderboard_dir), Path(records_root), Path(out)
     if not leaderboard_dir.is_dir():  # a typo must not replace the tables with "no tracks yet"
@@ -71,7 +72,12 @@ def write_all(leaderboard_dir: str | Path, records_root: str | Path, out: str | 
     for t in tracks:
         if t.rows:
             outputs[figures / f"robust_vs_eps_{t.name}.png"] = plot_robust_vs_eps(t)
+    # only the records of evaluations on this leaderboard (<config_hash>-<weights sha256[:8]>): a local, unpromoted
+    # run must not redraw a committed figure
+    shown = {f"{r['config_hash']}-{r['weights_sha256'][:8]}" for t in tracks for r in t.rows}
     for npz in sorted(records_root.glob("**/examples.npz")) if records_root.exists() else []:
+        if npz.parent.name not in shown:
+            continue
         try:
             data = load_examples(npz)
             outputs[figures / examples_figure_name(data, npz)] = render_example_grid(data)
