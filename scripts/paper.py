@@ -50,18 +50,21 @@ def output_dir_of(overrides: list[str], what: str) -> Path:
     """Where the jobs wrote their rows (``leaderboard``) or records (``records``), given the overrides they ran
     with (conf/paths/default.yaml)."""
     values = dict(o.split("=", 1) for o in overrides if "=" in o)
-    key = {"leaderboard": "paths.leaderboard_dir", "records": "paths.records_root"}[what]
+    key = {"leaderboard": "paths.leaderboard_dir", "records": "paths.records_root", "zoo": "paths.zoo_dir"}[what]
     if key in values:
         return Path(values[key])
+    if what == "zoo":
+        return Path(values.get("paths.root_dir", REPO)) / "models"
     return Path(values.get("paths.output_root", REPO / "outputs")) / what
 
 
-def write_table(paper, leaderboard_dir: Path, records_root: Path, out: Path) -> int:
+def write_table(paper, leaderboard_dir: Path, records_root: Path, out: Path, zoo_dir: Path | None = None) -> int:
     """The table, then the paper's further outputs (each file written whole or not at all)."""
     rows = [row for path in track_files(leaderboard_dir) for row in read_rows(path)]
-    table = build_table(paper, rows)
+    table = paper.table(zoo_dir or REPO / "models") if paper.table is not None else build_table(paper, rows)
     if not table:
-        raise BenchError(f"no rows tagged {paper.experiment!r} in {leaderboard_dir}; run the experiment first "
+        where = f"the zoo {zoo_dir}" if paper.table is not None else leaderboard_dir
+        raise BenchError(f"no results of {paper.experiment!r} in {where}; run the experiment first "
                          f"(python scripts/paper.py {paper.name}).")
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(paper.columns), lineterminator="\n")
@@ -110,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
                                  f"({data_root}) or set MEDMNIST_ROOT.")
         out = Path(args.out) if args.out else REPO / "results" / "paper" / f"{paper.name}.csv"
         n = write_table(paper, Path(args.leaderboard_dir or output_dir_of(overrides, "leaderboard")),
-                        Path(args.records_root or output_dir_of(overrides, "records")), out)
+                        Path(args.records_root or output_dir_of(overrides, "records")), out,
+                        output_dir_of(overrides, "zoo"))
     except (BenchError, subprocess.CalledProcessError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

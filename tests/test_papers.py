@@ -225,3 +225,46 @@ def test_a_targeted_patch_is_learned_per_target_class_and_each_image_gets_its_ta
     side = round(0.4 * 28)
     for image, target in zip(out.x_adv, attack.last_criterion.target.tolist()):
         assert torch.allclose(image[:, :side, :side], patches[target])
+
+
+@pytest.mark.slow
+def test_medmnist_baselines_trains_both_resnets_and_tables_them_beside_the_published_numbers(real_root, tmp_path):
+    """The experiment on BreastMNIST with a token budget (1 epoch on 32 images, seed 0 only): one zoo model per
+    ResNet, one table line each, marked as not the paper's recipe; a rerun reuses the models."""
+    env = {**os.environ, "MEDMNIST_ROOT": str(real_root)}
+    table = tmp_path / "medmnist_baselines.csv"
+    command = [sys.executable, str(REPO / "scripts" / "paper.py"), "medmnist_baselines", "--datasets", "breastmnist",
+               "--out", str(table), "--", "train.epochs=1", "train.n_train=32", "train.seed=0", "logger=none",
+               f"paths.zoo_dir={tmp_path / 'zoo'}", f"paths.output_root={tmp_path / 'out'}"]
+    proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    with open(table) as fh:
+        rows = list(csv.DictReader(fh))
+    assert [(r["dataset"], r["model"], r["n_seeds"], r["paper_recipe"]) for r in rows] == [
+        ("breastmnist", "resnet18_28", "1", "false"), ("breastmnist", "resnet50_28", "1", "false")]
+    assert [(r["published_acc"], r["published_auc"]) for r in rows] == [("0.863", "0.901"), ("0.812", "0.857")]
+    assert all("epochs=1 " in r["train"] and "n_train=32" in r["train"] and 0 <= float(r["test_acc_mean"]) <= 1
+               for r in rows)
+    again = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
+    assert again.returncode == 0 and again.stdout.count("not training again") == 2
+
+
+def test_only_the_papers_recipe_is_marked_as_a_reproduction(tmp_path):
+    import json
+
+    from bench.papers.medmnist_baselines import PAPER_RECIPE, collect
+
+    def card(seed: int, acc: float, **train) -> None:
+        folder = tmp_path / "breastmnist_28"
+        folder.mkdir(exist_ok=True)
+        (folder / f"resnet18_28_seed{seed}_{len(train)}.json").write_text(json.dumps({
+            "name": "resnet18_28", "dataset": "breastmnist", "size": 28, "seed": seed,
+            "metrics": {"test_acc": acc, "test_auc": acc + 0.05},
+            "train": {**{k: v for k, v in PAPER_RECIPE.items()}, "seed": seed, **train}}))
+
+    for seed, acc in ((0, 0.80), (1, 0.84), (2, 0.88)):
+        card(seed, acc)
+    card(0, 0.7, epochs=20)
+    rows = collect(tmp_path)
+    assert [(r["paper_recipe"], r["n_seeds"], r["seeds"]) for r in rows] == [("true", 3, "0 1 2"), ("false", 1, "0")]
+    assert rows[0]["test_acc_mean"] == "0.8400" and rows[0]["test_acc_sd"] == "0.0400" and rows[1]["test_acc_sd"] == ""

@@ -22,7 +22,8 @@ class Paper:
     (``attack.py``, and ``corrupt.py`` for a corruption track of the same models); ``rows`` turns one
     leaderboard row into the table's rows (none for a row that is not the paper's); ``extra`` writes further
     outputs (a summary, a figure) from the rows, the corruption-track rows and their per-sample records:
-    ``extra(rows, records_root, out, corruption_rows)``.
+    ``extra(rows, records_root, out, corruption_rows)``; ``table``, when set, builds the table from the model
+    zoo instead (a paper about training, not attacks).
     """
 
     name: str
@@ -35,6 +36,7 @@ class Paper:
     per_dataset: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # overrides for one dataset's jobs
     scripts: tuple[str, ...] = ("attack.py",)  # each run is a multirun of each of these scripts/ entry points
     extra: Callable[..., list[tuple[Path, str | None]]] | None = None
+    table: Callable[[Path], list[dict[str, object]]] | None = None  # the table from the zoo's cards, not from rows
 
 
 def latest_rows(rows: Iterable[Mapping[str, str]], tag: str) -> list[Mapping[str, str]]:
