@@ -70,4 +70,5 @@ def collect(zoo_dir: Path) -> list[dict[str, object]]:
 PAPERS.add("medmnist_baselines", Paper(
     name="medmnist_baselines", experiment=TAG, datasets=DATASETS, columns=COLUMNS, rows=lambda row: [],
     sort_by=("dataset", "model"), scripts=("train.py",), table=collect,
+    runs=(("reuse=true",),),  # a model the zoo already holds with these settings is kept: a rerun resumes
 ))
