@@ -31,25 +31,16 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from bench.leaderboard.schema import Column
-from bench.leaderboard.side_track import SideTrack
+from bench.leaderboard.side_track import PROVENANCE, SideTrack, column, evaluated_columns
 
 CERTIFIED_SCHEMA_VERSION = 1
 NORM = "l2"
 
 
-def _c(name: str, kind: str = "text", required: bool = True, help: str = "") -> Column:
-    return Column(name, kind, required, 1, help)
-
+_c = column
 
 CERTIFIED_SCHEMA: tuple[Column, ...] = (
-    # what was certified
-    _c("date", help="when the row was written (UTC, ISO 8601)"),
-    _c("dataset"), _c("size", "count"),
-    _c("split", help="the certified split; n_examples < its size means a deterministic subset"),
-    _c("n", "count", help="samples certified (the subset size, or the whole split)"),
-    _c("model", help="model name and training seed"),
-    _c("train", required=False, help="how the base classifier was trained, from its card"),
-    _c("defense", help="the defense as the empirical track names it: smoothing(sigma=0.25)"), _c("arch"), _c("recipe"),
+    *evaluated_columns("certified", "the defense as the empirical track names it: smoothing(sigma=0.25)"),
     # how
     _c("sigma", "number", help="standard deviation of the Gaussian noise (inputs in [0, 1])"),
     _c("n0", "count", help="noise draws that select the top class"),
@@ -65,8 +56,7 @@ CERTIFIED_SCHEMA: tuple[Column, ...] = (
     _c("mean_radius", "number", help="mean certified radius of the correct, non-abstained samples"),
     _c("seconds", "number", help="wall-clock seconds of the certification (all samples)"),
     _c("device", required=False, help="where the noise was drawn (cpu, cuda); CPU and GPU draws differ"),
-    # provenance
-    _c("tag", required=False), _c("config_hash"), _c("weights_sha256"), _c("git_commit"), _c("versions"),
+    *PROVENANCE,
 )
 # An evaluation is (configuration, weights, model); it has one row per radius.
 KEY = ("config_hash", "weights_sha256", "model", "radius")

@@ -22,25 +22,16 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from bench.leaderboard.schema import Column
-from bench.leaderboard.side_track import SideTrack
+from bench.leaderboard.side_track import PROVENANCE, SideTrack, column, evaluated_columns
 
 ALL = "all"
 MEAN = "mean"
 
 
-def _c(name: str, kind: str = "text", required: bool = True, help: str = "") -> Column:
-    return Column(name, kind, required, 1, help)
-
+_c = column
 
 CORRUPTION_SCHEMA: tuple[Column, ...] = (
-    # what was evaluated
-    _c("date", help="when the row was written (UTC, ISO 8601)"),
-    _c("dataset"), _c("size", "count"),
-    _c("split", help="the evaluated split; ranked rows use the whole test split"),
-    _c("n", "count", help="samples evaluated"),
-    _c("model", help="model name and training seed"),
-    _c("train", required=False, help="how the model was trained, from its card"),
-    _c("defense"), _c("arch"), _c("recipe"),
+    *evaluated_columns("evaluated", "the defense wrapped around the model (none, jpeg(quality=75) ...)"),
     # the corruption
     _c("corruption", help="a MedMNIST-C corruption of the dataset, or 'all' (the mean over every one)"),
     _c("family", required=False, help="MedMNIST-C's group: digital, noise, blur, color, task-specific"),
@@ -61,8 +52,7 @@ CORRUPTION_SCHEMA: tuple[Column, ...] = (
     _c("clean_auc", "fraction", required=False),
     _c("seconds", "number", help="wall-clock seconds of the row's predictions (summary rows: their sum)"),
     _c("device", required=False),
-    # provenance
-    _c("tag", required=False), _c("config_hash"), _c("weights_sha256"), _c("git_commit"), _c("versions"),
+    *PROVENANCE,
 )
 KEY = ("config_hash", "weights_sha256", "model", "corruption", "severity")
 CORRUPTION = SideTrack("corruptions", "corruption track", CORRUPTION_SCHEMA, KEY,

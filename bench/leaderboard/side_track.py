@@ -19,6 +19,28 @@ from bench.leaderboard.schema import Column, LeaderboardSchemaError
 from bench.leaderboard.store import format_value, read_checked_csv, replace_rows_locked
 
 
+def column(name: str, kind: str = "text", required: bool = True, help: str = "") -> Column:
+    """A side-track column: every one is in the track's first version, most are required."""
+    return Column(name, kind, required, 1, help)
+
+
+def evaluated_columns(what: str, defense_help: str = "") -> tuple[Column, ...]:
+    """The leading columns every side track shares: what was evaluated (``what``: certified, evaluated ...)."""
+    return (
+        column("date", help="when the row was written (UTC, ISO 8601)"),
+        column("dataset"), column("size", "count"),
+        column("split", help=f"the {what} split; n_examples < its size means a deterministic subset"),
+        column("n", "count", help=f"samples {what} (the subset size, or the whole split)"),
+        column("model", help="model name and training seed"),
+        column("train", required=False, help="how the model was trained, from its card"),
+        column("defense", help=defense_help), column("arch"), column("recipe"),
+    )
+
+
+PROVENANCE: tuple[Column, ...] = (column("tag", required=False), column("config_hash"), column("weights_sha256"),
+                                  column("git_commit"), column("versions"))
+
+
 @dataclass(frozen=True)
 class SideTrack:
     """One side track's file naming, columns, row key and interval checks (``(lo, value, hi)`` column names)."""
