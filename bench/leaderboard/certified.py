@@ -31,7 +31,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from bench.leaderboard.schema import Column
-from bench.leaderboard.side_track import PROVENANCE, SideTrack, column, evaluated_columns
+from bench.leaderboard.side_track import (
+    PROVENANCE, SideTrack, column, evaluated_columns, evaluations, whole_test_split,
+)
 
 CERTIFIED_SCHEMA_VERSION = 1
 NORM = "l2"
@@ -112,23 +114,12 @@ def certified_files(folder: str | Path) -> list[Path]:
 
 def certified_evaluations(rows: Sequence[Mapping[str, str]]) -> list[list[Mapping[str, str]]]:
     """Rows grouped by evaluation (configuration, weights, model), in first-seen order, radii ascending."""
-    groups: dict[tuple[str, str, str], list[Mapping[str, str]]] = {}
-    for r in rows:
-        groups.setdefault((r["config_hash"], r["weights_sha256"], r["model"]), []).append(r)
-    return [sorted(g, key=lambda r: float(r["radius"])) for g in groups.values()]
+    return [sorted(g, key=lambda r: float(r["radius"])) for g in evaluations(rows)]
 
 
 def certified_admission(rows: Sequence[Mapping[str, str]]) -> str | None:
     """Why a certified evaluation is not promoted (None: it is): it must certify the whole test split."""
-    from bench.leaderboard.admission import full_split_size
-
-    first = rows[0]
-    expected = full_split_size(first["dataset"], "test")
-    if first["split"] != "test":
-        return f"it certified the {first['split']} split, not the test split"
-    if expected is not None and str(first["n"]) != str(expected):
-        return f"n={first['n']} is a subset of the {expected}-image test split"
-    return None
+    return whole_test_split(rows[0], "certified")
 
 
 def promote_certified(source: Path, target: Path, dry_run: bool = False) -> list[str]:

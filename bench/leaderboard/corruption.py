@@ -22,7 +22,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from bench.leaderboard.schema import Column
-from bench.leaderboard.side_track import PROVENANCE, SideTrack, column, evaluated_columns
+from bench.leaderboard.side_track import (
+    PROVENANCE, SideTrack, column, evaluated_columns, evaluations, whole_test_split,
+)
 
 ALL = "all"
 MEAN = "mean"
@@ -61,14 +63,6 @@ CORRUPTION = SideTrack("corruptions", "corruption track", CORRUPTION_SCHEMA, KEY
 COLUMNS = CORRUPTION.columns
 
 
-def evaluations(rows: Sequence[Mapping[str, str]]) -> list[list[Mapping[str, str]]]:
-    """Rows grouped by evaluation (configuration, weights, model), in first-seen order."""
-    groups: dict[tuple[str, str, str], list[Mapping[str, str]]] = {}
-    for r in rows:
-        groups.setdefault((r["config_hash"], r["weights_sha256"], r["model"]), []).append(r)
-    return list(groups.values())
-
-
 def headline(evaluation: Sequence[Mapping[str, str]]) -> Mapping[str, str] | None:
     """The evaluation's ``all``/``mean`` row (its mean balanced error), if it has one."""
     return next((r for r in evaluation if r["corruption"] == ALL and r["severity"] == MEAN), None)
@@ -77,14 +71,11 @@ def headline(evaluation: Sequence[Mapping[str, str]]) -> Mapping[str, str] | Non
 def admission(evaluation: Sequence[Mapping[str, str]]) -> str | None:
     """Why an evaluation is not ranked or promoted (None: it is): the whole test split, every corruption, 5 severities."""
     from bench.corruptions.catalog import SEVERITIES, CorruptionUnavailable, corruptions_for
-    from bench.leaderboard.admission import full_split_size
 
     first = evaluation[0]
-    expected = full_split_size(first["dataset"], "test")
-    if first["split"] != "test":
-        return f"it evaluated the {first['split']} split, not the test split"
-    if expected is not None and str(first["n"]) != str(expected):
-        return f"n={first['n']} is a subset of the {expected}-image test split"
+    split = whole_test_split(first, "evaluated")
+    if split is not None:
+        return split
     try:
         wanted = set(corruptions_for(first["dataset"]))
     except CorruptionUnavailable:

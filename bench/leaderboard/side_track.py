@@ -141,6 +141,26 @@ class SideTrack:
         return replace_rows_locked(path, new, self.columns, self.row_key, self.read)
 
 
+def evaluations(rows: Sequence[Mapping[str, str]]) -> list[list[Mapping[str, str]]]:
+    """Rows grouped by evaluation (configuration, weights, model), in first-seen order."""
+    groups: dict[tuple[str, str, str], list[Mapping[str, str]]] = {}
+    for r in rows:
+        groups.setdefault((r["config_hash"], r["weights_sha256"], r["model"]), []).append(r)
+    return list(groups.values())
+
+
+def whole_test_split(first: Mapping[str, str], what: str) -> str | None:
+    """Why an evaluation is not of the whole test split (None when it is): only those are promoted."""
+    from bench.leaderboard.admission import full_split_size
+
+    expected = full_split_size(first["dataset"], "test")
+    if first["split"] != "test":
+        return f"it {what} the {first['split']} split, not the test split"
+    if expected is not None and str(first["n"]) != str(expected):
+        return f"n={first['n']} is a subset of the {expected}-image test split"
+    return None
+
+
 def side_tracks() -> tuple[SideTrack, ...]:
     """Every side track (imported here, not at module load, so each track module may import this one)."""
     from bench.leaderboard.certified import CERTIFIED
