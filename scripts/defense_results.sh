@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Issue 12's measured defense results: train every built-in defense, evaluate each (and the undefended model)
-# with the standard battery plus the adaptive attacks its declaration selects, certify smoothing, then promote
-# and render. Every step resumes: training reuses the zoo entry with the same settings, attacks resume from
-# their per-sample records, certification from its saved certificates. Rerun the same command after a kill.
+# The measured defense results: train every built-in defense, evaluate each (and the undefended model)
+# with the standard battery plus the adaptive attacks its declaration selects, certify smoothing, run the
+# corruption track (MedMNIST-C) on every one of them, then promote and render. Every step resumes: training
+# reuses the zoo entry with the same settings, attacks resume from their per-sample records, certification from
+# its saved certificates, the corruption track from its per-corruption records. Rerun the same command after a kill.
 #
 #   bash scripts/defense_results.sh                          # both datasets
 #   DATASETS=breastmnist bash scripts/defense_results.sh     # one
@@ -30,6 +31,13 @@ for ds in $DATASETS; do
   for sigma in 0.12 0.25; do
     $PY scripts/train.py $common reuse=true defense=smoothing defense.params.sigma=$sigma
     $PY scripts/certify.py $common defense=smoothing defense.params.sigma=$sigma certify.n=$CERTIFY_N
+  done
+  # the corruption track: the undefended model, every defense, both smoothing sigmas (corrupted images cached)
+  for defense in none pgd_at trades bit_depth jpeg median; do
+    $PY scripts/corrupt.py $common defense=$defense
+  done
+  for sigma in 0.12 0.25; do
+    $PY scripts/corrupt.py $common defense=smoothing defense.params.sigma=$sigma
   done
 done
 $PY scripts/promote.py --include-flagged   # a defense found unreliable is a result: kept, unranked
