@@ -188,6 +188,21 @@ def test_balanced_error_is_one_minus_sklearns_balanced_accuracy_also_per_bootstr
 SMOKE = ("corruption.names=[pixelate,speckle_noise]", "logger=none", "model=resnet18_native")
 
 
+def corruption_rows(model: str, be: float, names: list[str], n: int = 156, dataset: str = "breastmnist") -> list[dict]:
+    """One evaluation's rows as scripts/corrupt.py writes them: every corruption x (5 severities + mean), then all."""
+    from bench.corruptions.catalog import SEVERITIES
+    from bench.leaderboard.corruption import ALL, MEAN
+
+    base = dict(date="2026-12-04T00:00:00+00:00", dataset=dataset, size=28, split="test", n=n, model=model,
+                defense="none", arch="resnet18", recipe="native", family="", params="", applied_at=28,
+                corruption_seed=0, medmnistc="0.1.0", images_sha256="0" * 64, balanced_error=be,
+                balanced_error_lo=be - 0.05, balanced_error_hi=be + 0.05, balanced_error_increase=0.02, acc=0.7,
+                auc=0.8, clean_balanced_error=be - 0.02, clean_acc=0.8, clean_auc=0.85, seconds=1.0,
+                config_hash=f"cfg-{model}", weights_sha256="a" * 64, git_commit="abc", versions="x")
+    rows = [{**base, "corruption": c, "severity": str(s)} for c in names for s in (*SEVERITIES, MEAN)]
+    return rows + [{**base, "corruption": ALL, "severity": MEAN}]
+
+
 def test_the_script_writes_valid_rows_resumes_and_a_subset_is_never_promoted(real_root, tmp_path):
     from bench.leaderboard.corruption import ALL, CORRUPTION, MEAN, admission, evaluations, promote_corruption
 
@@ -228,25 +243,16 @@ def test_bad_input_fails_before_any_compute_and_writes_nothing(real_root, tmp_pa
 
 
 def test_a_complete_evaluation_is_ranked_by_mean_balanced_error_on_the_page_and_in_markdown(tmp_path):
-    from bench.corruptions.catalog import SEVERITIES, corruptions_for
-    from bench.leaderboard.corruption import ALL, CORRUPTION, MEAN, corruption_markdown, ranked
+    from bench.corruptions.catalog import corruptions_for
+    from bench.leaderboard.corruption import CORRUPTION, corruption_markdown, ranked
     from bench.report.page import render_html
 
     medmnistc_or_skip()
     names = list(corruptions_for("breastmnist"))
 
-    def evaluation(model: str, be: float, n: int = 156) -> list[dict]:
-        base = dict(date="2026-12-04T00:00:00+00:00", dataset="breastmnist", size=28, split="test", n=n, model=model,
-                    defense="none", arch="resnet18", recipe="native", family="", params="", applied_at=28,
-                    corruption_seed=0, medmnistc="0.1.0", images_sha256="0" * 64, balanced_error=be,
-                    balanced_error_lo=be - 0.05, balanced_error_hi=be + 0.05, balanced_error_increase=0.02, acc=0.7,
-                    auc=0.8, clean_balanced_error=be - 0.02, clean_acc=0.8, clean_auc=0.85, seconds=1.0,
-                    config_hash=f"cfg-{model}", weights_sha256="a" * 64, git_commit="abc", versions="x")
-        rows = [{**base, "corruption": c, "severity": str(s)} for c in names for s in (*SEVERITIES, MEAN)]
-        return rows + [{**base, "corruption": ALL, "severity": MEAN}]
-
     board = CORRUPTION.path(tmp_path, "breastmnist", 28)
-    CORRUPTION.upsert(board, evaluation("worse", 0.40) + evaluation("better", 0.30) + evaluation("subset", 0.10, n=32))
+    CORRUPTION.upsert(board, corruption_rows("worse", 0.40, names) + corruption_rows("better", 0.30, names)
+                      + corruption_rows("subset", 0.10, names, n=32))
     order = [(rank, ev[0]["model"]) for rank, ev, _ in ranked(CORRUPTION.read(board))]
     assert order == [(1, "better"), (2, "worse"), (None, "subset")]  # a subset never outranks, whatever its error
     markdown = "\n".join(corruption_markdown(board))
@@ -256,5 +262,5 @@ def test_a_complete_evaluation_is_ranked_by_mean_balanced_error_on_the_page_and_
     # a row whose interval excludes its value is refused, naming the column; the file is left as it was
     before = board.read_text()
     with pytest.raises(Exception, match="balanced_error_lo"):
-        CORRUPTION.upsert(board, [{**evaluation("bad", 0.2)[0], "balanced_error_lo": 0.5}])
+        CORRUPTION.upsert(board, [{**corruption_rows("bad", 0.2, names)[0], "balanced_error_lo": 0.5}])
     assert board.read_text() == before

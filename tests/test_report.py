@@ -92,6 +92,13 @@ def rendered(tmp_path_factory) -> dict:
     """Synthetic tracks + one examples.npz, rendered once into a fresh out dir with a hand-written README."""
     root = tmp_path_factory.mktemp("report")
     rows = write_synthetic(root / "leaderboard")
+    from bench.leaderboard.corruption import CORRUPTION
+    from tests.test_corruptions import corruption_rows
+
+    names = ["pixelate", "jpeg_compression", "speckle_noise", "motion_blur", "brightness_up", "brightness_down",
+             "contrast_down", "gaussian_noise", "impulse_noise", "shot_noise", "gamma_corr_up", "gamma_corr_down"]
+    CORRUPTION.upsert(CORRUPTION.path(root / "leaderboard", "pneumoniamnist", 28),
+                      corruption_rows("resnet18_28", 0.3, names, n=624, dataset="pneumoniamnist"))
     # examples are drawn for the evaluations on the leaderboard only (folder <config_hash>-<weights sha[:8]>)
     first = next(r for r in rows if r["model"] == "resnet18_28")
     shown = f"{first['config_hash']}-{str(first['weights_sha256'])[:8]}"
@@ -304,6 +311,11 @@ def test_page_in_headless_chromium(rendered, tmp_path):
             right = browser.execute(f"return document.querySelector('th[data-col={col}]').getBoundingClientRect().right")
             assert right <= width, f"column {col} is cut off at {right}px"
         assert browser.execute("var w = document.getElementById('table-wrap'); return getComputedStyle(w).overflowX") == "auto"
+        # the corruption track: its own table, visible, scrolling inside its box rather than widening the page
+        corruption = browser.find("table.corruptions")
+        assert browser.displayed(corruption) and "resnet18_28" in browser.text(corruption)
+        assert browser.execute("return document.querySelector('table.corruptions').parentElement.getBoundingClientRect()"
+                               ".right") <= width
         assert browser.displayed(browser.find("#rules")) and "standard_battery" in browser.text(browser.find("#rules"))
 
         rows = browser.find_all("tr.row")
