@@ -144,13 +144,21 @@ def _leveldb_records(data: bytes):
 def read_offline_run(run_dir: str | Path) -> dict[str, Any]:
     """Read an offline run back from its ``run-*.wandb`` file: run facts, config, history steps and summary.
 
-    For checking what was logged without a W&B server (tests, audits).
+    ``run_dir`` is the ``offline-run-*`` folder, or any folder above it holding exactly one (the Hydra run
+    folder a run printed). For checking what was logged without a W&B server (tests, audits).
     """
     import json
 
     from wandb.proto import wandb_internal_pb2
 
-    path = next(Path(run_dir).glob("run-*.wandb"))
+    from bench.errors import ConfigError
+
+    found = sorted(Path(run_dir).glob("run-*.wandb")) or sorted(Path(run_dir).glob("**/offline-run-*/run-*.wandb"))
+    if len(found) != 1:
+        what = "no run-*.wandb file" if not found else f"{len(found)} offline runs ({', '.join(str(f.parent) for f in found[:4])})"
+        raise ConfigError(f"{run_dir}: {what} in it or in an offline-run-* folder below it. Pass a W&B offline run "
+                          "folder (wandb/offline-run-*, inside the Hydra run folder of a run with logger=wandb).")
+    path = found[0]
     config: dict[str, Any] = {}
     history: list[dict[str, Any]] = []
     summary: dict[str, Any] = {}

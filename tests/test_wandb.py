@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.errors import ConfigError
 from bench.logging import read_offline_run
 from tests.conftest import REPO
 
@@ -39,6 +40,9 @@ def test_offline_run_holds_config_metrics_chart_images_and_per_sample_table(trai
     (summary_path,) = list((tmp_path / "runs").rglob("summary.json"))
     rows = json.loads(summary_path.read_text())
     logged = read_offline_run(run_dir)
+    assert read_offline_run(summary_path.parent) == logged  # the Hydra run folder a run prints works too
+    with pytest.raises(ConfigError, match="no run-\\*.wandb file"):
+        read_offline_run(tmp_path / "runs" / "nowhere")
 
     assert logged["config"]["dataset"]["flag"] == "breastmnist"
     assert logged["config"]["battery"]["name"] == "quick"
