@@ -264,3 +264,24 @@ def test_a_complete_evaluation_is_ranked_by_mean_balanced_error_on_the_page_and_
     with pytest.raises(Exception, match="balanced_error_lo"):
         CORRUPTION.upsert(board, [{**corruption_rows("bad", 0.2, names)[0], "balanced_error_lo": 0.5}])
     assert board.read_text() == before
+
+
+def test_another_size_and_an_rgb_dataset_run_the_whole_track(synthetic, tmp_path):
+    """BloodMNIST at 64x64 (synthetic, RGB, 8 classes): the spatial corruptions go through 224 and back, the
+    rest act at 64, and every row is written (a model is trained into the zoo on the way)."""
+    from bench.config import compose
+    from bench.corruptions.catalog import corruptions_for
+    from bench.corruptions.track import run_corruption_track
+
+    medmnistc_or_skip()
+    names = ["pixelate", "bubble", "stain_deposit", "saturate"]  # two spatial, two not
+    cfg = compose(["dataset=bloodmnist", "dataset.size=64", "model=resnet18_native", "train.epochs=1",
+                   "train.n_train=32", "dataset.n_examples=12", "logger=none", f"corruption.names=[{','.join(names)}]",
+                   f"data.root={synthetic}", f"paths.zoo_dir={tmp_path / 'zoo'}", f"paths.output_root={tmp_path / 'out'}"],
+                  "corrupt")
+    rows = run_corruption_track(cfg, tmp_path / "run")
+    spatial = {n for n in names if corruptions_for("bloodmnist")[n].spatial}
+    assert spatial == {"bubble", "stain_deposit"}
+    assert {(r["corruption"], r["applied_at"]) for r in rows if r["severity"] == "1"} == {
+        (n, 224 if n in spatial else 64) for n in names}
+    assert len(rows) == len(names) * 6 + 1 and all(r["n"] == 12 and r["size"] == 64 for r in rows)
