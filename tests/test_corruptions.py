@@ -285,3 +285,23 @@ def test_another_size_and_an_rgb_dataset_run_the_whole_track(synthetic, tmp_path
     assert {(r["corruption"], r["applied_at"]) for r in rows if r["severity"] == "1"} == {
         (n, 224 if n in spatial else 64) for n in names}
     assert len(rows) == len(names) * 6 + 1 and all(r["n"] == 12 and r["size"] == 64 for r in rows)
+
+
+def test_only_complete_evaluations_of_models_already_on_the_leaderboard_are_promoted(tmp_path):
+    """A paper study's twenty models stay in results/paper/; the corruption track describes the leaderboard's."""
+    from bench.corruptions.catalog import corruptions_for
+    from bench.leaderboard.corruption import CORRUPTION, promote_corruption
+    from bench.leaderboard.store import track_path, upsert_rows
+    from tests.conftest import board_row
+
+    medmnistc_or_skip()
+    names = list(corruptions_for("breastmnist"))
+    source, target = tmp_path / "local", tmp_path / "results"
+    on_board = corruption_rows("resnet18_native_seed0", 0.3, names)
+    elsewhere = [{**r, "weights_sha256": "b" * 64} for r in corruption_rows("resnet18_native_seed7", 0.3, names)]
+    CORRUPTION.upsert(CORRUPTION.path(source, "breastmnist", 28), on_board + elsewhere)
+    upsert_rows(track_path(target, "breastmnist", 28, "linf"), [board_row(weights_sha256="a" * 64)])
+    lines = promote_corruption(source, target)
+    assert lines[0].lstrip().startswith("promoted") and "seed0" in lines[0]
+    assert lines[1].lstrip().startswith("kept local") and "no row on the leaderboard" in lines[1]
+    assert {r["model"] for r in CORRUPTION.read(CORRUPTION.path(target, "breastmnist", 28))} == {"resnet18_native_seed0"}

@@ -104,12 +104,29 @@ def ranked(rows: Sequence[Mapping[str, str]]) -> list[tuple[int | None, list[Map
     return out
 
 
+def leaderboard_weights(folder: Path) -> set[str]:
+    """The weights (sha256) with rows in ``folder``'s empirical or certified tracks: the leaderboard's models."""
+    from bench.leaderboard.certified import CERTIFIED
+    from bench.leaderboard.store import read_rows, track_files
+
+    weights = {r["weights_sha256"] for path in track_files(folder) for r in read_rows(path)}
+    return weights | {r["weights_sha256"] for path in CERTIFIED.files(folder) for r in CERTIFIED.read(path)}
+
+
 def promote_corruption(source: Path, target: Path, dry_run: bool = False) -> list[str]:
-    """Copy complete corruption evaluations of whole test splits into ``target``; one line per decision."""
+    """Copy complete corruption evaluations of whole test splits into ``target``; one line per decision.
+
+    Only models the target leaderboard already holds (rows of the same weights in an empirical or certified
+    track) are promoted: the corruption track describes the leaderboard's models, and a paper study's many
+    models (``results/paper/``) stay out of it.
+    """
     lines = []
+    on_board = leaderboard_weights(target) if Path(target).is_dir() else set()
     for path in CORRUPTION.files(source):
         for ev in evaluations(CORRUPTION.read(path)):
             why = admission(ev)
+            if why is None and ev[0]["weights_sha256"] not in on_board:
+                why = "its weights have no row on the leaderboard yet (promote their attack or certified rows first)"
             what = ("would promote" if dry_run else "promoted") if why is None else "kept local"
             lines.append(f"{what:>14}  {path.name}  {ev[0]['model']}  {ev[0]['defense']}  n={ev[0]['n']}"
                          + (f"  [{why}]" if why else ""))
