@@ -23,6 +23,11 @@ def test_rerunning_a_configuration_replaces_its_row(tmp_path):
     rows = read_rows(path)
     assert len(rows) == 2
     assert {(r["eps"], r["robust_acc"]) for r in rows} == {("0.01", "0.45"), ("0.02", "0.4")}
+    # a replaced row keeps its line: re-promoting the same rows leaves the file byte for byte as it was
+    assert [r["eps"] for r in rows] == ["0.01", "0.02"]
+    before = path.read_bytes()
+    upsert_rows(path, [row(robust_acc=0.45)])
+    assert path.read_bytes() == before
 
 
 def test_a_model_retrained_differently_does_not_replace_the_rows_of_its_namesake(tmp_path):

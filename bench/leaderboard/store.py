@@ -82,12 +82,20 @@ def replace_rows_locked(path: Path, new: list[dict[str, str]], columns: Sequence
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     with shared_lock(str(path) + ".lock", timeout=120):
-        replaced = {key(r) for r in new}
-        kept = [r for r in read(path) if key(r) not in replaced]
+        incoming = {key(r): r for r in new}
+        rows, placed = [], set()
+        for old in read(path):  # a replaced row keeps its place, so re-promoting the same rows changes no line
+            k = key(old)
+            if k not in incoming:
+                rows.append(old)
+            elif k not in placed:
+                rows.append(incoming[k])
+                placed.add(k)
+        rows += [r for r in new if key(r) not in placed]
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n")
         writer.writeheader()
-        writer.writerows(kept + new)
+        writer.writerows(rows)
         atomic_write(path, buffer.getvalue())
     return path
 
