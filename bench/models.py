@@ -30,7 +30,7 @@ RECIPES: dict[str, RecipeFn] = {}
 
 
 def register_recipe(name: str) -> Callable[[RecipeFn], RecipeFn]:
-    """Register ``fn(arch, in_chans, num_classes, pretrained, **kw) -> nn.Module`` under ``name``."""
+    """Register ``fn(arch, in_chans, num_classes, pretrained, image_size=..., **kw) -> nn.Module`` under ``name``."""
 
     def deco(fn: RecipeFn) -> RecipeFn:
         RECIPES[name] = fn
@@ -81,6 +81,74 @@ def cifar_stem(arch: str, in_chans: int, num_classes: int, pretrained: bool = Fa
     return model
 
 
+SMALL_INPUT = 64  # images up to this side get the small-input adaptations below; larger ones the model as timm builds it
+
+
+def _module(model: nn.Module, path: str) -> nn.Module:
+    for part in path.split("."):
+        model = model[int(part)] if part.isdigit() else getattr(model, part)  # type: ignore[index]
+    return model
+
+
+def _set_module(model: nn.Module, path: str, new: nn.Module) -> None:
+    parent, _, last = path.rpartition(".")
+    owner = _module(model, parent) if parent else model
+    if last.isdigit():
+        owner[int(last)] = new  # type: ignore[index]
+    else:
+        setattr(owner, last, new)
+
+
+# timm family (model class) -> (its stem's strided conv, the stem's pooling or None). The small-input stem keeps
+# the conv's kernel and weights (pretrained weights still load) and only sets its stride to 1 and drops the pool,
+# the way CIFAR-sized inputs are handled in the literature (He et al.'s CIFAR ResNets, MedMNIST's baselines).
+STEMS: dict[str, tuple[str, str | None]] = {
+    "ResNet": ("conv1", "maxpool"),
+    "DenseNet": ("features.conv0", "features.pool0"),
+    "EfficientNet": ("conv_stem", None),
+    "MobileNetV3": ("conv_stem", None),
+    "ConvNeXt": ("stem.0", None),
+    "RegNet": ("stem.conv", None),
+}
+
+
+@register_recipe("small_stem")
+def small_stem(arch: str, in_chans: int, num_classes: int, pretrained: bool = False, image_size: int = 28,
+               **_: object) -> nn.Module:
+    """A timm CNN whose stem does not downsample when images are small (<= 64 px): stride-1 stem conv, no stem
+    pool, so a 28x28 image reaches the last stage at 2-4 px instead of 1. Larger images get the model unchanged."""
+    model = _timm(arch, in_chans, num_classes, pretrained)
+    family = type(model).__name__
+    if family not in STEMS:
+        raise ConfigError(f"recipe 'small_stem' knows the stems of {', '.join(sorted(STEMS))}; {arch!r} is a "
+                          f"{family}. Use model.recipe=small_patch for a vision transformer, or native/resize.")
+    if image_size <= SMALL_INPUT:
+        conv_path, pool_path = STEMS[family]
+        conv = _module(model, conv_path)
+        conv.stride = (1, 1)
+        if pool_path is not None:
+            _set_module(model, pool_path, nn.Identity())
+    return model
+
+
+def patch_size_for(image_size: int) -> int:
+    """ViT patch side for an image side: 4 up to 32 px (7x7 tokens at 28), 8 up to 64 px, timm's 16 above."""
+    return 4 if image_size <= 32 else 8 if image_size <= SMALL_INPUT else 16
+
+
+@register_recipe("small_patch")
+def small_patch(arch: str, in_chans: int, num_classes: int, pretrained: bool = False, image_size: int = 28,
+                **_: object) -> nn.Module:
+    """A timm vision transformer built for the dataset's image side with a patch that suits it
+    (:func:`patch_size_for`): 49 tokens at 28x28, 64 at 64x64, 196 at 224x224."""
+    try:
+        return timm.create_model(arch, pretrained=pretrained, in_chans=in_chans, num_classes=num_classes,
+                                 img_size=image_size, patch_size=patch_size_for(image_size))
+    except TypeError as exc:
+        raise ConfigError(f"recipe 'small_patch' needs a timm vision transformer that takes img_size and "
+                          f"patch_size; {arch!r} does not ({exc}). Use model.recipe=small_stem for a CNN.") from None
+
+
 @register_recipe("resize")
 def resize(arch: str, in_chans: int, num_classes: int, pretrained: bool = False, **_: object) -> nn.Module:
     """The timm model unchanged; the wrapper upsamples inputs to ``input_size`` first."""
@@ -117,8 +185,9 @@ class ModelSpec:
     std: float = 0.5
 
 
-def build_model(spec: ModelSpec, in_chans: int, num_classes: int) -> Classifier:
-    """Create a fresh classifier for a dataset with ``in_chans`` channels and ``num_classes`` outputs.
+def build_model(spec: ModelSpec, in_chans: int, num_classes: int, image_size: int = 28) -> Classifier:
+    """Create a fresh classifier for a dataset with ``in_chans`` channels, ``num_classes`` outputs and images
+    ``image_size`` pixels on a side (recipes that adapt to small inputs use it).
 
     Example:
         >>> model = build_model(ModelSpec("resnet18_28", "resnet18"), in_chans=1, num_classes=2)
@@ -127,7 +196,7 @@ def build_model(spec: ModelSpec, in_chans: int, num_classes: int) -> Classifier:
     """
     if spec.recipe not in RECIPES:
         raise unknown_choice("model recipe", spec.recipe, RECIPES, "Set model.recipe to one of them.")
-    backbone = RECIPES[spec.recipe](spec.arch, in_chans, num_classes, spec.pretrained)
+    backbone = RECIPES[spec.recipe](spec.arch, in_chans, num_classes, spec.pretrained, image_size=image_size)
     input_size = spec.input_size if spec.recipe == "resize" else None
     return Classifier(backbone, [spec.mean] * in_chans, [spec.std] * in_chans, input_size)
 
@@ -223,7 +292,7 @@ def load_checkpoint(weights: str | Path, in_chans: int | None = None, num_classe
             f"checkpoint {weights.name} has {card.num_classes} outputs ({card.dataset}) but the dataset "
             f"has {num_classes} classes. Use a checkpoint trained on this dataset, or train one."
         )
-    model = build_model(card.spec(), card.in_chans, card.num_classes)
+    model = build_model(card.spec(), card.in_chans, card.num_classes, int(card.size))
     model.load_state_dict(load_file(str(weights)), strict=True)
     model.eval()
     return model, card

@@ -187,7 +187,7 @@ def recipe_classifier(info: DatasetInfo, spec: ModelSpec, weights: str | Path) -
     """A registered recipe built for ``info`` with weights from a file (no card needed): for submissions."""
     from bench.models import build_model
 
-    model = build_model(spec, info.n_channels, info.num_classes)
+    model = build_model(spec, info.n_channels, info.num_classes, info.size)
     load_weights_strict(model, weights)
     return model.eval()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,15 +11,59 @@ import torch
 from bench.errors import CheckpointError, ConfigError
 from bench.models import RECIPES, ModelCard, ModelSpec, build_model, load_checkpoint, save_checkpoint
 
+REPO = Path(__file__).resolve().parents[1]
+
+
+ARCH_FOR_RECIPE = {"small_patch": "vit_tiny_patch16_224"}  # the recipes that do not take a ResNet
+
 
 @pytest.mark.parametrize("recipe", sorted(RECIPES))
 @pytest.mark.parametrize("in_chans, num_classes", [(1, 2), (3, 7)])
 def test_every_recipe_maps_unit_images_to_logits(recipe, in_chans, num_classes):
-    spec = ModelSpec("m", "resnet18", recipe, input_size=32 if recipe == "resize" else None)
+    spec = ModelSpec("m", ARCH_FOR_RECIPE.get(recipe, "resnet18"), recipe, input_size=32 if recipe == "resize" else None)
     model = build_model(spec, in_chans, num_classes).eval()
     with torch.no_grad():
         out = model(torch.rand(2, in_chans, 28, 28))
     assert out.shape == (2, num_classes)
+
+
+MODEL_CONFIGS = sorted((REPO / "conf" / "model").glob("*.yaml"))
+
+
+def spec_of(path) -> ModelSpec:
+    from omegaconf import OmegaConf
+
+    fields = {k: v for k, v in OmegaConf.to_container(OmegaConf.load(path)).items() if k in ModelSpec.__dataclass_fields__}
+    return ModelSpec(**fields)
+
+
+@pytest.mark.parametrize("size", [28, 64, 224])
+@pytest.mark.parametrize("config", MODEL_CONFIGS, ids=lambda p: p.stem)
+def test_every_model_config_gives_logits_and_finite_input_gradients_at_every_size(config, size):
+    """Each conf/model/ recipe (a new YAML is tested by being there) at MedMNIST's sizes: logits of the right shape
+    and a finite input gradient, which every white-box attack needs. One image keeps the 224 cases cheap."""
+    in_chans = 3 if size == 64 else 1  # RGB and grey both covered
+    model = build_model(spec_of(config), in_chans, 2, size).train()  # train mode: what training runs
+    x = torch.rand(1 if size == 224 else 2, in_chans, size, size, requires_grad=True)
+    logits = model(x)
+    assert isinstance(logits, torch.Tensor) and logits.shape == (x.shape[0], 2)
+    logits.sum().backward()
+    assert x.grad is not None and x.grad.shape == x.shape and torch.isfinite(x.grad).all()
+
+
+def test_small_input_recipes_keep_small_images_at_a_useful_resolution():
+    from bench.models import patch_size_for
+
+    densenet = build_model(ModelSpec("d", "densenet121", "small_stem"), 1, 2, 28).backbone
+    assert densenet.features.conv0.stride == (1, 1) and isinstance(densenet.features.pool0, torch.nn.Identity)
+    assert build_model(ModelSpec("d", "densenet121", "small_stem"), 1, 2, 224).backbone.features.conv0.stride == (2, 2)
+    assert [patch_size_for(s) for s in (28, 64, 224)] == [4, 8, 16]
+    vit = build_model(ModelSpec("v", "vit_tiny_patch16_224", "small_patch"), 1, 2, 28).backbone
+    assert vit.patch_embed.num_patches == 49
+    with pytest.raises(ConfigError, match="small_patch"):
+        build_model(ModelSpec("v", "vit_tiny_patch16_224", "small_stem"), 1, 2, 28)
+    with pytest.raises(ConfigError, match="small_stem"):
+        build_model(ModelSpec("r", "resnet18", "small_patch"), 1, 2, 28)
 
 
 def test_normalisation_lives_inside_the_model():
