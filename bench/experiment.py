@@ -23,13 +23,27 @@ def dataset_info_from_cfg(cfg: DictConfig) -> DatasetInfo:
     return dataset_info(str(cfg.dataset.flag), int(cfg.dataset.size))
 
 
+def pretrained_source(pretrained: bool | str) -> str:
+    from bench.models import pretrained_source as source
+
+    return source(pretrained)
+
+
+def pretrained_value(value: object) -> bool | str:
+    """``model.pretrained``: false, true (timm's hub) or the path of a local .safetensors file."""
+    if isinstance(value, bool) or value is None:
+        return bool(value)
+    text = str(value)
+    return {"true": True, "false": False}.get(text.lower(), text)
+
+
 def model_spec_from_cfg(cfg: DictConfig) -> ModelSpec:
     m = cfg.model
     return ModelSpec(
         name=str(m.name),
         arch=str(m.arch),
         recipe=str(m.recipe),
-        pretrained=bool(m.get("pretrained", False)),
+        pretrained=pretrained_value(m.get("pretrained", False)),
         input_size=m.get("input_size"),
         mean=float(m.get("mean", 0.5)),
         std=float(m.get("std", 0.5)),
@@ -80,6 +94,7 @@ def train_config_from_cfg(cfg: DictConfig) -> TrainConfig:
         device=str(cfg.device),
         defense=method,
         defense_params=params,
+        init=pretrained_source(pretrained_value(cfg.model.get("pretrained", False))),
     )
 
 

@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -39,7 +40,37 @@ def register_recipe(name: str) -> Callable[[RecipeFn], RecipeFn]:
     return deco
 
 
-def _timm(arch: str, in_chans: int, num_classes: int, pretrained: bool) -> nn.Module:
+HUB_HOST = ("huggingface.co", 443)
+HUB_PROBE_TIMEOUT_S = 5.0
+
+
+def hub_reachable(timeout: float = HUB_PROBE_TIMEOUT_S) -> bool:
+    """Whether timm's model hub answers within ``timeout`` (huggingface_hub itself retries for about a minute)."""
+    import socket
+
+    try:
+        socket.create_connection(HUB_HOST, timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def pretrained_source(pretrained: bool | str) -> str:
+    """What a model starts from, for the zoo key and the card: ``scratch``, ``timm-hub`` or ``file:<sha256[:16]>``."""
+    if pretrained is False or pretrained in ("", "false", "False", None):
+        return "scratch"
+    if pretrained is True or pretrained in ("true", "True"):
+        return "timm-hub"
+    path = Path(str(pretrained)).expanduser()
+    if path.suffix != ".safetensors" or not path.is_file():
+        raise CheckpointError(
+            f"model.pretrained={pretrained!r} is neither true/false nor an existing .safetensors file. Give the "
+            f"path of the weights downloaded elsewhere (timm's hub serves model.safetensors; medbench never "
+            f"unpickles .pth/.bin files), or true for timm's hub, or false to train from scratch.")
+    return f"file:{sha256_file(path)[:16]}"
+
+
+def _timm(arch: str, in_chans: int, num_classes: int, pretrained: bool | str) -> nn.Module:
     if arch not in timm.list_models():
         import difflib
 
@@ -48,16 +79,41 @@ def _timm(arch: str, in_chans: int, num_classes: int, pretrained: bool) -> nn.Mo
             f"unknown timm architecture {arch!r}; similar names: {', '.join(close) or 'none'}. "
             f"Set model.arch to a name from timm.list_models()."
         )
-    try:
-        return timm.create_model(arch, pretrained=pretrained, in_chans=in_chans, num_classes=num_classes)
-    except Exception as exc:
-        if pretrained:
+    source = pretrained_source(pretrained)
+    kwargs: dict = {"in_chans": in_chans, "num_classes": num_classes}
+    if source == "scratch":
+        return timm.create_model(arch, pretrained=False, **kwargs)
+    if source.startswith("file:"):  # timm adapts the stem to in_chans and drops a classifier of another size
+        return timm.create_model(arch, pretrained=True, pretrained_cfg_overlay={"file": str(Path(str(pretrained)).expanduser())},
+                                 **kwargs)
+    offline = not hub_reachable()
+    with _hub_offline(offline):  # offline, a copy in the local hub cache still loads; nothing is retried for a minute
+        try:
+            return timm.create_model(arch, pretrained=True, **kwargs)
+        except Exception as exc:
+            why = (f"{HUB_HOST[0]} did not answer within {HUB_PROBE_TIMEOUT_S:g} s and the local hub cache has no copy"
+                   if offline else f"{type(exc).__name__}: {str(exc)[:200]}")
             raise CheckpointError(
-                f"could not fetch pretrained weights for {arch!r} from the model hub "
-                f"({type(exc).__name__}: {str(exc)[:200]}). Without network access, train from "
-                f"scratch with model.pretrained=false."
+                f"could not fetch pretrained weights for {arch!r} from timm's model hub ({why}). Download the "
+                f"weights on a machine with network (the model.safetensors of the timm model's hub page) and pass "
+                f"model.pretrained=/path/to/model.safetensors, or train from scratch with model.pretrained=false."
             ) from None
-        raise
+
+
+@contextmanager
+def _hub_offline(offline: bool):
+    """huggingface_hub's offline mode for one call (it reads HF_HUB_OFFLINE once, at import, into its constants)."""
+    if not offline:
+        yield
+        return
+    from huggingface_hub import constants
+
+    previous = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = previous
 
 
 @register_recipe("native")
@@ -179,7 +235,7 @@ class ModelSpec:
     name: str
     arch: str
     recipe: str = "cifar_stem"
-    pretrained: bool = False
+    pretrained: bool | str = False  # True: timm's hub; a path: a local .safetensors file
     input_size: int | None = None
     mean: float = 0.5
     std: float = 0.5

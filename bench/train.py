@@ -48,6 +48,8 @@ class TrainConfig:
     # The batch order and augmentation draws; None = ``seed``. Set apart from ``seed`` (which also draws the
     # initial weights) it trains models that differ only in data order (experiment=underspecification).
     data_order_seed: int | None = None
+    # What the weights start from: scratch, timm-hub (model.pretrained=true) or file:<sha256[:16]> (a local file).
+    init: str = "scratch"
 
 
 @torch.no_grad()

@@ -51,6 +51,8 @@ def training_settings(train: TrainConfig | dict) -> dict[str, object]:
         settings[f.name] = value
     if settings["data_order_seed"] is None:  # the default (the seed's own order) keeps the ids it had before
         settings.pop("data_order_seed")
+    if settings.get("init", "scratch") == "scratch":  # so does training from scratch (every model before init existed)
+        settings.pop("init", None)
     if settings["defense"] in (None, "none"):  # undefended training keeps the ids it had before defenses existed
         settings.pop("defense")
         settings.pop("defense_params")
@@ -73,7 +75,8 @@ def describe_training(train: TrainConfig | dict) -> str:
         defense = f"defense={s['defense']}" + (f" ({shown})" if shown else "") + " "
     return (f"{defense}epochs={s['epochs']} augment={s['augment']} n_train={s['n_train'] or 'all'} lr={s['lr']:g} "
             f"batch_size={s['batch_size']} weight_decay={s['weight_decay']:g} milestones={milestones} gamma={s['gamma']:g}"
-            + (f" data_order_seed={s['data_order_seed']}" if "data_order_seed" in s else ""))
+            + (f" data_order_seed={s['data_order_seed']}" if "data_order_seed" in s else "")
+            + (f" init={s['init']}" if "init" in s else ""))
 
 
 def difference(wanted: TrainConfig | dict, found: TrainConfig | dict) -> str:

@@ -126,3 +126,56 @@ def test_pickled_checkpoints_are_never_loaded(tmp_path):
     torch.save({"x": torch.zeros(1)}, bad)
     with pytest.raises(CheckpointError, match="never unpickles"):
         load_checkpoint(bad)
+
+
+# ------------------------------------------------------------------------------------------------
+# pretrained weights: timm's hub (fast, clear failure offline) or a local file
+# ------------------------------------------------------------------------------------------------
+def test_pretrained_from_the_hub_loads_or_fails_fast_and_says_how_to_work_offline():
+    import time
+
+    from bench.models import hub_reachable
+
+    started = time.perf_counter()
+    if hub_reachable():  # a machine with network: the real hub path
+        model = build_model(ModelSpec("m", "resnet18", "native", pretrained=True), 3, 2)
+        assert model(torch.rand(1, 3, 28, 28)).shape == (1, 2)
+        return
+    with pytest.raises(CheckpointError, match=r"did not answer within 5 s.*model\.pretrained=/path/to/model\.safetensors"):
+        build_model(ModelSpec("m", "resnet18", "native", pretrained=True), 3, 2)
+    assert time.perf_counter() - started < 20, "offline, the hub must fail in seconds, not after a minute of retries"
+
+
+def test_pretrained_from_a_local_safetensors_file_loads_its_weights(tmp_path):
+    import timm
+    from safetensors.torch import save_file
+
+    from bench.models import pretrained_source, sha256_file
+
+    donor = timm.create_model("resnet18", pretrained=False, num_classes=1000)
+    weights = tmp_path / "model.safetensors"
+    save_file({k: v.contiguous() for k, v in donor.state_dict().items()}, str(weights))
+    model = build_model(ModelSpec("m", "resnet18", "native", pretrained=str(weights)), 3, 1000).backbone
+    assert all(torch.equal(v, donor.state_dict()[k]) for k, v in model.state_dict().items())
+    # another head size: the backbone's weights load, the classifier is new
+    two = build_model(ModelSpec("m", "resnet18", "native", pretrained=str(weights)), 3, 2).backbone
+    assert torch.equal(two.layer4[1].conv2.weight, donor.layer4[1].conv2.weight) and two.fc.out_features == 2
+    assert pretrained_source(str(weights)) == f"file:{sha256_file(weights)[:16]}"
+    pickle = tmp_path / "model.pth"
+    pickle.write_bytes(b"not loaded")
+    with pytest.raises(CheckpointError, match="never unpickles"):
+        build_model(ModelSpec("m", "resnet18", "native", pretrained=str(pickle)), 3, 2)
+
+
+def test_what_a_model_started_from_is_part_of_its_zoo_key_and_card_and_scratch_keeps_old_ids(tmp_path):
+    from bench.config import compose
+    from bench.experiment import train_config_from_cfg
+    from bench.train import TrainConfig
+    from bench.zoo import describe_training, train_id
+
+    assert train_id(TrainConfig(epochs=3)) == train_id({"epochs": 3, "init": "scratch"}) == train_id({"epochs": 3})
+    assert train_id(TrainConfig(epochs=3, init="timm-hub")) != train_id(TrainConfig(epochs=3))
+    assert describe_training(TrainConfig(epochs=3, init="timm-hub")).endswith("init=timm-hub")
+    assert train_config_from_cfg(compose(["model=densenet121", "model.pretrained=true"])).init == "timm-hub"
+    with pytest.raises(CheckpointError, match="neither true/false nor an existing .safetensors"):
+        train_config_from_cfg(compose(["model=densenet121", f"model.pretrained={tmp_path / 'missing.safetensors'}"]))
