@@ -303,7 +303,9 @@ def save_checkpoint(model: Classifier, card: ModelCard, weights: str | Path) -> 
     card_path(weights).unlink(missing_ok=True)
     tmp = weights.with_name(weights.name + f".tmp{os.getpid()}")
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(tmp), metadata={"format": "pt", "medbench_card": card.name})
+    # one metadata key only: safetensors writes metadata from a Rust hash map, whose order changes from call to
+    # call, so two keys made identical weights hash differently (seen when a resumed training was compared)
+    save_file(state, str(tmp), metadata={"format": "pt"})
     card.sha256 = sha256_file(tmp)
     os.replace(tmp, weights)
     tmp_card = card_path(weights).with_name(card_path(weights).name + f".tmp{os.getpid()}")

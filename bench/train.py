@@ -27,6 +27,7 @@ from bench.data import Split, load_split
 from bench.defenses.training import training_method
 from bench.models import Classifier, ModelCard, ModelSpec, build_model, save_checkpoint
 from bench.progress import progress
+from bench.train_state import Progress, load_state, remove_state, save_state, state_paths
 
 
 @dataclass
@@ -111,11 +112,19 @@ def train_classifier(
     targets = task.labels_as_targets(train.labels)
     augment = get_augment(cfg.augment)
 
-    best_key: tuple[float, float] | None = None
-    best_state, best_epoch = None, 0
-    history: list[dict[str, float]] = []
-    started = time.time()
-    bar = progress(range(1, cfg.epochs + 1), desc=f"train {spec.name} on {info.track}", unit="epoch")
+    # a killed run continues from its last finished epoch, exactly as if it had not stopped (bench/train_state.py)
+    from bench.zoo import training_settings  # bench.zoo imports this module
+
+    fingerprint = {"spec": asdict(spec), "flag": flag, "size": size, "seed": cfg.seed, "train": training_settings(cfg)}
+    generators = {"order": generator, "method": method.generator}
+    state = load_state(out_path, fingerprint, model, optimiser, scheduler, generators)
+    if state is not None:
+        print(f"resuming training after epoch {state.epoch}/{cfg.epochs} from {state_paths(out_path)[1].parent}",
+              flush=True)
+    state = state or Progress()
+    best_key, best_state, best_epoch, history = state.best_key, state.best_state, state.best_epoch, state.history
+    started = time.time() - state.seconds
+    bar = progress(range(state.epoch + 1, cfg.epochs + 1), desc=f"train {spec.name} on {info.track}", unit="epoch")
     for epoch in bar:
         model.train()
         order = torch.randperm(len(train), generator=generator)
@@ -144,6 +153,8 @@ def train_classifier(
             f"val_acc {val_metrics['acc']:.4f}  {shown}best {best_key[0]:.4f}@{best_epoch}  {time.time() - started:.0f}s"
         )
         bar.write(line)
+        save_state(out_path, fingerprint, model, optimiser, scheduler, generators,
+                   Progress(epoch, best_key, best_epoch, best_state, history, time.time() - started))
 
     assert best_state is not None
     model.load_state_dict(best_state)
@@ -179,6 +190,7 @@ def train_classifier(
         medbench_version=__version__,
     )
     save_checkpoint(model.cpu(), card, out_path)
+    remove_state(out_path)
     print(
         f"saved {out_path}  test_acc {test_metrics['acc']:.4f}  test_auc {test_metrics['auc']:.4f}  "
         f"best epoch {best_epoch}  {seconds:.0f}s",

@@ -179,3 +179,12 @@ def test_what_a_model_started_from_is_part_of_its_zoo_key_and_card_and_scratch_k
     assert train_config_from_cfg(compose(["model=densenet121", "model.pretrained=true"])).init == "timm-hub"
     with pytest.raises(CheckpointError, match="neither true/false nor an existing .safetensors"):
         train_config_from_cfg(compose(["model=densenet121", f"model.pretrained={tmp_path / 'missing.safetensors'}"]))
+
+
+def test_the_same_weights_always_get_the_same_sha256(tmp_path):
+    """A checkpoint's sha256 is its identity in every row: saving identical weights must give identical bytes
+    (safetensors orders metadata keys at random, so medbench writes a single key)."""
+    model = build_model(ModelSpec("m", "resnet18", "native"), 1, 2)
+    sums = {save_checkpoint(model, _card(), tmp_path / f"m{i}.safetensors") and
+            json.loads((tmp_path / f"m{i}.json").read_text())["sha256"] for i in range(6)}
+    assert len(sums) == 1

@@ -5,6 +5,9 @@ from __future__ import annotations
 import dataclasses
 import shutil
 
+import pytest
+import torch
+
 from bench.models import card_path, read_card, save_checkpoint
 from bench.train import TrainConfig
 from bench.zoo import describe_training, entries, find_trained, get_or_train, train_id, training_settings, zoo_path
@@ -100,3 +103,43 @@ def test_a_model_trained_in_another_data_order_differs_and_the_seeds_own_order_i
     same = lambda a, b: all(torch.equal(a[k], b[k]) for k in a)  # noqa: E731
     assert same(weights[None], weights[0])  # seed 0's own order: the very same model
     assert not same(weights[0], weights[1])  # another order: another model
+
+
+@pytest.mark.parametrize("defense, params", [("none", {}), ("pgd_at", {"eps": "2/255", "steps": 2, "rel_stepsize": 0.5})])
+def test_a_training_killed_after_an_epoch_resumes_to_the_uninterrupted_weights(real_root, tmp_path, monkeypatch,
+                                                                               defense, params):
+    """The state after each epoch (model, Adam moments, scheduler, best weights, both generators, the global RNG)
+    is enough to continue bit for bit: the same losses every epoch, the same checkpoint, and no state left."""
+    import bench.train as train_module
+    from bench.models import ModelSpec, read_card, sha256_file
+    from bench.train import TrainConfig, train_classifier
+    from bench.train_state import state_paths
+
+    spec = ModelSpec("resnet18_native", "resnet18", "native")
+    cfg = TrainConfig(epochs=4, n_train=48, seed=3, defense=defense, defense_params=params, augment="flip_shift")
+    plain = tmp_path / "plain.safetensors"
+    train_classifier(spec, "breastmnist", 28, real_root, cfg, plain)
+
+    class Killed(Exception):
+        pass
+
+    real_save = train_module.save_state
+
+    def save_then_die(out_path, fingerprint, model, optimiser, scheduler, generators, progress):
+        real_save(out_path, fingerprint, model, optimiser, scheduler, generators, progress)
+        if progress.epoch == 2:
+            raise Killed
+
+    resumed = tmp_path / "resumed.safetensors"
+    monkeypatch.setattr(train_module, "save_state", save_then_die)
+    with pytest.raises(Killed):
+        train_classifier(spec, "breastmnist", 28, real_root, cfg, resumed)
+    assert all(p.exists() for p in state_paths(resumed)) and not resumed.exists()
+    assert list(tmp_path.glob("*.safetensors")) == [plain]  # a state is never taken for a checkpoint
+    monkeypatch.setattr(train_module, "save_state", real_save)
+    torch.manual_seed(12345)  # whatever the process did in between, the saved generators decide what follows
+    train_classifier(spec, "breastmnist", 28, real_root, cfg, resumed)
+    history = lambda path: [(h["epoch"], h["loss"], h["val_auc"]) for h in read_card(path).train["history"]]  # noqa: E731
+    assert history(resumed) == history(plain) and len(history(plain)) == 4
+    assert sha256_file(resumed) == sha256_file(plain)
+    assert not any(p.exists() for p in state_paths(resumed)) and not state_paths(resumed)[0].parent.exists()
