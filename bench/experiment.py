@@ -15,18 +15,12 @@ import torch
 from omegaconf import DictConfig
 
 from bench.data import DatasetInfo, dataset_info
-from bench.models import ModelSpec
+from bench.models import ModelSpec, pretrained_source
 from bench.train import TrainConfig
 
 
 def dataset_info_from_cfg(cfg: DictConfig) -> DatasetInfo:
     return dataset_info(str(cfg.dataset.flag), int(cfg.dataset.size))
-
-
-def pretrained_source(pretrained: bool | str) -> str:
-    from bench.models import pretrained_source as source
-
-    return source(pretrained)
 
 
 def pretrained_value(value: object) -> bool | str:

@@ -85,7 +85,12 @@ def bootstrap_interval(values_fn, n: int, seed: int, resamples: int = BOOTSTRAP_
     if n == 0:
         return math.nan, math.nan
     rng = np.random.default_rng(seed)
-    stats = np.asarray(values_fn(rng.integers(0, n, size=(resamples, n))), dtype=float)
+    return percentile_interval(values_fn(rng.integers(0, n, size=(resamples, n))))
+
+
+def percentile_interval(stats) -> tuple[float, float]:
+    """The 95% percentile interval of bootstrap statistics (NaN ones dropped; NaN, NaN when none is left)."""
+    stats = np.asarray(stats, dtype=float)
     stats = stats[~np.isnan(stats)]
     if not stats.size:
         return math.nan, math.nan

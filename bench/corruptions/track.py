@@ -23,7 +23,7 @@ from bench.corruptions.generate import corrupted_set, sample_seed, to_float, to_
 from bench.corruptions.metrics import accuracy, balanced_error
 from bench.errors import ConfigError
 from bench.leaderboard.corruption import ALL, CORRUPTION, MEAN
-from bench.metrics import BOOTSTRAP_RESAMPLES, CONFIDENCE, auc
+from bench.metrics import BOOTSTRAP_RESAMPLES, auc, percentile_interval
 
 RECORDS_FORMAT = 1
 SPEED_ONLY = ("batch_size", "cache_dir")
@@ -77,20 +77,6 @@ def _measures(labels, pred, scores, task_type: str, idx: np.ndarray) -> dict:
             "auc": auc(labels, scores, task_type), "resampled": balanced_error(labels, pred, idx)}
 
 
-def _interval(resampled: np.ndarray) -> tuple[float, float]:
-    values = resampled[~np.isnan(resampled)]
-    alpha = (1 - CONFIDENCE) / 2
-    return (float(np.quantile(values, alpha)), float(np.quantile(values, 1 - alpha))) if values.size else (np.nan, np.nan)
-
-
-def _records_folder(cfg, track: str, model_id: str, digest: str, sha256: str) -> Path:
-    records = cfg.get("records")
-    folder = records.get("dir") if records is not None else None
-    if folder:
-        return Path(str(folder))
-    return Path(str(cfg.paths.records_root)) / track / model_id / f"corruptions-{digest}-{sha256[:8]}"
-
-
 def _load_done(folder: Path, fingerprint: dict, name: str) -> dict | None:
     path = folder / f"{name}.json"
     if not path.exists():
@@ -106,6 +92,7 @@ def run_corruption_track(cfg, output_dir) -> list[dict]:
     """Check the config, load data, model and defense, evaluate every corruption and severity, write the rows."""
     from bench.atomic import atomic_write
     from bench.data import load_split
+    from bench.defenses.certify import records_folder
     from bench.defenses import Defense, build_defense
     from bench.experiment import (
         _git_commit, _versions, check_trained_as_declared, dataset_info_from_cfg, defense_spec_from_cfg,
@@ -132,7 +119,7 @@ def run_corruption_track(cfg, output_dir) -> list[dict]:
     n = len(split)
     idx = np.random.default_rng(run["seed"]).integers(0, n, size=(BOOTSTRAP_RESAMPLES, n))
     cache = Path(str(run["cache_dir"])) / f"{info.flag}_{info.size}_{split.split}" if run["cache_dir"] else None
-    folder = _records_folder(cfg, info.track, model_id, digest, card.sha256)
+    folder = records_folder(cfg, info.track, model_id, digest, card.sha256, kind="corruptions")
     fingerprint = {"format": RECORDS_FORMAT, "config": result_config(cfg), "weights_sha256": card.sha256,
                    "indices": hashlib.sha256(indices.astype(np.int64).tobytes()).hexdigest()}
     print(f"{info.track} {split.split} n={n}  model {card.name} (seed {card.seed})  defense {defense}  "
@@ -176,7 +163,7 @@ def run_corruption_track(cfg, output_dir) -> list[dict]:
     def row(name: str, family: str, severity: str, keys: list[tuple[str, str]], applied_at: int, params: str) -> dict:
         parts = [results[k] for k in keys]
         mean_resampled = np.mean([resampled[k] for k in keys], axis=0)
-        lo, hi = _interval(mean_resampled)
+        lo, hi = percentile_interval(mean_resampled)
         be = float(np.mean([p["balanced_error"] for p in parts]))
         aucs = [p["auc"] for p in parts if not np.isnan(p["auc"])]
         sha = parts[0]["sha256"] if len(parts) == 1 else hashlib.sha256(

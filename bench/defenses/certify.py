@@ -513,15 +513,16 @@ _PARSE = {"index": int, "label": int, "prediction": int, "count": int, "pa_lower
           "seconds": float}
 
 
-def records_folder(cfg, track: str, model_id: str, digest: str, sha256: str):
-    """Where a run keeps its per-sample certificates: ``records.dir``, else one folder per configuration and weights."""
+def records_folder(cfg, track: str, model_id: str, digest: str, sha256: str, kind: str = "certify"):
+    """Where a run keeps its per-sample results: ``records.dir``, else one folder per kind, configuration and
+    weights (``<records_root>/<track>/<model>/<kind>-<config hash>-<weights[:8]>``)."""
     from pathlib import Path
 
     records = cfg.get("records")
     folder = records.get("dir") if records is not None else None
     if folder:
         return Path(str(folder))
-    return Path(str(cfg.paths.records_root)) / track / model_id / f"certify-{digest}-{sha256[:8]}"
+    return Path(str(cfg.paths.records_root)) / track / model_id / f"{kind}-{digest}-{sha256[:8]}"
 
 
 def _certificates_csv(rows: list[dict]) -> str:
