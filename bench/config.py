@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -12,11 +13,31 @@ from omegaconf import DictConfig, OmegaConf
 
 from bench.errors import ConfigError
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-CONF_DIR = REPO_ROOT / "conf"
+PACKAGE_DIR = Path(__file__).resolve().parent
+CONF_DIR = PACKAGE_DIR / "conf"  # shipped inside the package; the repo's top-level conf/ links here
+REPO_ROOT = PACKAGE_DIR.parent   # the source checkout when running from one (site-packages when installed)
 
-if not OmegaConf.has_resolver("repo_root"):
-    OmegaConf.register_new_resolver("repo_root", lambda: str(REPO_ROOT))
+
+def is_source_checkout() -> bool:
+    """True when bench is imported from its git checkout (editable install or PYTHONPATH), not from a wheel."""
+    return (REPO_ROOT / "pyproject.toml").is_file() and (REPO_ROOT / "conf").exists()
+
+
+def workspace_root() -> Path:
+    """Where the zoo (models/), outputs/ and results/ live.
+
+    $MEDBENCH_HOME when set; the checkout when running from one (so the repo's committed results/ are the
+    tracked leaderboard); otherwise the current directory. An installed medbench never writes into
+    site-packages.
+    """
+    env = os.environ.get("MEDBENCH_HOME")
+    if env:
+        return Path(env).expanduser().resolve()
+    return REPO_ROOT if is_source_checkout() else Path.cwd().resolve()
+
+
+if not OmegaConf.has_resolver("workspace_root"):
+    OmegaConf.register_new_resolver("workspace_root", lambda: str(workspace_root()))
 
 
 def parse_eps(value: Any) -> float:

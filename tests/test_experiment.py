@@ -80,25 +80,8 @@ def test_quickstart_end_to_end(real_root, tmp_path):
         assert len(list(csv.DictReader(fh))) == len(rows)
 
 
-def test_quickstart_on_another_dataset(tmp_path):
-    from tests.conftest import real_root_or_skip
-
-    root = real_root_or_skip("pneumoniamnist")
-    proc = run_script("attack.py", "experiment=quickstart", "dataset=pneumoniamnist", "logger=none", *TINY,
-                      tmp=tmp_path, root=root)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert len(list((tmp_path / "zoo" / "pneumoniamnist_28").glob("resnet18_28_seed0_*.safetensors"))) == 1
-    assert (tmp_path / "out" / "leaderboard" / "pneumoniamnist_28_linf.csv").exists()
-
-
-def test_multirun_over_two_attacks(real_root, tmp_path):
-    proc = run_script("attack.py", "-m", "attack=fgsm,pgd_linf", "logger=none", "model=resnet18_native", *TINY,
-                      tmp=tmp_path, root=real_root)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    summaries = sorted((tmp_path / "out" / "multirun").rglob("summary.json"))
-    assert len(summaries) == 2
-    assert "sweep: job 1/2 finished" in proc.stdout and "sweep: job 2/2 finished" in proc.stdout  # progress, piped
-    assert {json.loads(s.read_text())[0]["attack"] for s in summaries} == {"fgsm", "pgd_linf"}
+# The quickstart on another dataset and a multirun sweep are lines of the README's usage block, run as written
+# by tests/test_readme.py.
 
 
 def test_train_script_writes_checkpoint_and_card(real_root, tmp_path):

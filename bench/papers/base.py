@@ -8,7 +8,7 @@ from pathlib import Path
 
 from bench.registry import Registry
 
-PAPERS: Registry["Paper"] = Registry("paper", "Run `python scripts/paper.py --list` for the reproduced papers.")
+PAPERS: Registry["Paper"] = Registry("paper", "Run `medbench paper --list` for the reproduced papers.")
 
 
 @dataclass(frozen=True)
@@ -18,7 +18,7 @@ class Paper:
     ``experiment`` is the conf/experiment/ file whose multirun makes the rows (they carry its name as their
     tag); ``runs`` the override sets, one multirun per set and dataset; ``datasets`` the flags it runs on
     (each skipped, with the reason, when its file is missing and cannot be downloaded), with ``per_dataset``
-    overrides where a dataset needs its own (a training budget); ``scripts`` what each run runs
+    overrides where a dataset needs its own (a training budget); ``commands`` what each run runs
     (``attack.py``, and ``corrupt.py`` for a corruption track of the same models); ``rows`` turns one
     leaderboard row into the table's rows (none for a row that is not the paper's); ``extra`` writes further
     outputs (a summary, a figure) from the rows, the corruption-track rows and their per-sample records:
@@ -34,7 +34,7 @@ class Paper:
     sort_by: tuple[str, ...] = field(default=("dataset",))
     runs: tuple[tuple[str, ...], ...] = ((),)
     per_dataset: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # overrides for one dataset's jobs
-    scripts: tuple[str, ...] = ("attack.py",)  # each run is a multirun of each of these scripts/ entry points
+    commands: tuple[str, ...] = ("attack",)  # each run is a multirun of each of these `medbench` subcommands
     extra: Callable[..., list[tuple[Path, str | None]]] | None = None
     table: Callable[[Path], list[dict[str, object]]] | None = None  # the table from the zoo's cards, not from rows
 

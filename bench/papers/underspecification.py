@@ -256,6 +256,6 @@ PAPERS.add("underspecification", Paper(
     sort_by=("dataset", "variant", "eps_label", "train_seed", "data_order_seed"),
     runs=((), (f"train.seed={DATA_ORDER_TRAIN_SEED}", "train.data_order_seed=range(0,10)")),
     per_dataset={"pneumoniamnist": ("train.epochs=10",)},
-    scripts=("attack.py", "corrupt.py"),
+    commands=("attack", "corrupt"),
     extra=extra_outputs,
 ))

@@ -1,0 +1,124 @@
+"""Reproduce a paper: run its experiment on each of its datasets, then write results/paper/<paper>.csv.
+
+    python scripts/paper.py finlayson2018                          # every dataset whose file is there
+    python scripts/paper.py finlayson2018 --datasets pneumoniamnist
+    python scripts/paper.py finlayson2018 --table-only             # rebuild the table from the rows on disk
+    python scripts/paper.py finlayson2018 -- train.epochs=2        # extra overrides for every job
+
+Each dataset is one multirun of ``experiment=<paper>`` (scripts/attack.py), so a killed run resumes from its
+per-sample records and reuses its trained models. A dataset whose MedMNIST file is missing and cannot be
+downloaded is skipped with the reason; the table keeps the rows of the datasets that ran.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+from bench.atomic import atomic_write
+from bench.config import workspace_root
+from bench.data import dataset_info, default_root, ensure_file
+from bench.errors import BenchError
+from bench.leaderboard.store import read_rows, track_files
+from bench.papers import PAPERS, build_table
+from bench.papers.base import latest_rows
+
+
+def run_dataset(paper, flag: str, overrides: list[str], data_root: Path) -> bool:
+    """The paper's multiruns on one dataset (one per override set it declares); False if its file is missing."""
+    try:
+        ensure_file(dataset_info(flag), data_root)
+    except BenchError as exc:
+        print(f"paper {paper.name}: skipping {flag}: {exc}", flush=True)
+        return False
+    for run in paper.runs:
+        for subcommand in paper.commands:
+            command = [sys.executable, "-m", "bench.cli", subcommand, "-m", f"experiment={paper.experiment}",
+                       f"dataset={flag}", *paper.per_dataset.get(flag, ()), *run, *overrides]
+            print("paper: medbench", " ".join(command[3:]), flush=True)
+            subprocess.run(command, check=True)
+    return True
+
+
+def output_dir_of(overrides: list[str], what: str) -> Path:
+    """Where the jobs wrote their rows (``leaderboard``) or records (``records``), given the overrides they ran
+    with (conf/paths/default.yaml)."""
+    values = dict(o.split("=", 1) for o in overrides if "=" in o)
+    key = {"leaderboard": "paths.leaderboard_dir", "records": "paths.records_root", "zoo": "paths.zoo_dir"}[what]
+    if key in values:
+        return Path(values[key])
+    if what == "zoo":
+        return Path(values.get("paths.root_dir", workspace_root())) / "models"
+    return Path(values.get("paths.output_root", workspace_root() / "outputs")) / what
+
+
+def write_table(paper, leaderboard_dir: Path, records_root: Path, out: Path, zoo_dir: Path | None = None) -> int:
+    """The table, then the paper's further outputs (each file written whole or not at all)."""
+    rows = [row for path in track_files(leaderboard_dir) for row in read_rows(path)]
+    table = paper.table(zoo_dir or workspace_root() / "models") if paper.table is not None else build_table(paper, rows)
+    if not table:
+        where = f"the zoo {zoo_dir}" if paper.table is not None else leaderboard_dir
+        raise BenchError(f"no results of {paper.experiment!r} in {where}; run the experiment first "
+                         f"(python scripts/paper.py {paper.name}).")
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(paper.columns), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(table)
+    atomic_write(out, buffer.getvalue())
+    if paper.extra is not None:
+        from bench.leaderboard.corruption import CORRUPTION
+
+        corruption_rows = [row for path in CORRUPTION.files(leaderboard_dir) for row in CORRUPTION.read(path)]
+        for path, text in paper.extra(latest_rows(rows, paper.experiment), records_root, out, corruption_rows):
+            if text is not None:
+                atomic_write(path, text)
+            print(f"paper {paper.name}: wrote {path}")
+    return len(table)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("paper", nargs="?", help=f"one of: {', '.join(PAPERS.names())}")
+    parser.add_argument("--list", action="store_true", help="list the reproduced papers")
+    parser.add_argument("--datasets", help="comma-separated flags (default: the paper's)")
+    parser.add_argument("--table-only", action="store_true", help="only rebuild the table from existing rows")
+    parser.add_argument("--leaderboard-dir", help="where the runs wrote their rows (default: paths.leaderboard_dir, "
+                        "following a paths.output_root= or paths.leaderboard_dir= override)")
+    parser.add_argument("--records-root", help="where the runs wrote their records (default: paths.records_root, "
+                        "following the same overrides)")
+    parser.add_argument("--out", help="the table (default results/paper/<paper>.csv)")
+    argv = sys.argv[1:] if argv is None else argv
+    overrides = argv[argv.index("--") + 1:] if "--" in argv else []  # Hydra overrides for every job
+    args = parser.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
+    if args.list or not args.paper:
+        for name, paper in PAPERS.items():
+            print(f"{name}: experiment={paper.experiment}, datasets {', '.join(paper.datasets)}")
+        return 0
+    try:
+        paper = PAPERS[args.paper]
+        flags = args.datasets.split(",") if args.datasets else list(paper.datasets)
+        for flag in flags:
+            dataset_info(flag)  # a typo fails before any run
+        if not args.table_only:
+            data_root = default_root()
+            ran = [flag for flag in flags if run_dataset(paper, flag, overrides, data_root)]
+            if not ran:
+                raise BenchError(f"none of {', '.join(flags)} could be loaded; put their files in the data root "
+                                 f"({data_root}) or set MEDMNIST_ROOT.")
+        out = Path(args.out) if args.out else workspace_root() / "results" / "paper" / f"{paper.name}.csv"
+        n = write_table(paper, Path(args.leaderboard_dir or output_dir_of(overrides, "leaderboard")),
+                        Path(args.records_root or output_dir_of(overrides, "records")), out,
+                        output_dir_of(overrides, "zoo"))
+    except (BenchError, subprocess.CalledProcessError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"paper {paper.name}: {n} rows -> {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
