@@ -485,6 +485,6 @@ def admission_note(rows: list[dict], written: list[Path]) -> str:
     where = ", ".join(str(p) for p in written)
     if admission.ranked:
         return (f"leaderboard rows: {where} (local). This evaluation meets the admission rules; "
-                "`python scripts/promote.py` copies it into results/leaderboard/.")
+                "`medbench promote` (python scripts/promote.py) copies it into results/leaderboard/.")
     return (f"leaderboard rows: {where} (local). Not rankable: {'; '.join(admission.reasons)}. "
-            "It stays out of results/ (see `python scripts/promote.py --help`).")
+            "It stays out of results/ (see `medbench promote --help`).")
