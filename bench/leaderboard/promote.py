@@ -40,8 +40,9 @@ def plan(source: Path, config_hashes: Sequence[str] = (), models: Sequence[str] 
          include_unranked: bool = False, include_flagged: bool = False) -> list[Decision]:
     """Decide, for every selected evaluation in ``source``'s track files, whether it is promoted."""
     if not source.is_dir():
-        raise BenchError(f"local leaderboard folder {source} does not exist; run python scripts/attack.py first "
-                         "(it writes outputs/leaderboard/<dataset>_<size>_<norm>.csv), or pass --from.")
+        raise BenchError(f"local leaderboard folder {source} does not exist; run `medbench attack ...` first "
+                         "(python scripts/attack.py; it writes outputs/leaderboard/<dataset>_<size>_<norm>.csv), "
+                         "or pass --from.")
     decisions = []
     for path in track_files(source):
         for ev in group_evaluations(read_rows(path)):

@@ -53,8 +53,10 @@ def write_all(leaderboard_dir: str | Path, records_root: str | Path, out: str | 
     leaderboard_dir, records_root, out = Path(leaderboard_dir), Path(records_root), Path(out)
     if not leaderboard_dir.is_dir():  # a typo must not replace the tables with "no tracks yet"
         raise ReportError(
-            f"leaderboard folder {leaderboard_dir} does not exist; pass --leaderboard-dir, or create tracks first "
-            "with python scripts/attack.py (it appends to results/leaderboard/<dataset>_<size>_<norm>.csv)."
+            f"leaderboard folder {leaderboard_dir} does not exist. Runs (`medbench attack ...`) write their rows to "
+            "outputs/leaderboard/ and `medbench promote` copies admitted ones into results/leaderboard/; render "
+            "your local rows with --leaderboard-dir outputs/leaderboard --out outputs/report, or pass the folder "
+            "that holds the track CSVs."
         )
     from bench.leaderboard.certified import certified_files
     from bench.leaderboard.corruption import CORRUPTION
