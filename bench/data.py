@@ -1,7 +1,7 @@
 """MedMNIST loading: any flag in medmnist.INFO, any size it has, a deterministic subset.
 
-Images come back as float tensors in [0, 1], NCHW; normalisation is the model's
-job (bench.models). The data root is ``data.root`` in the config, else the
+Images come back as float tensors in [0, 1], NCHW, and the 3D flags' volumes as
+NCDHW; normalisation is the model's job (bench.models). The data root is ``data.root`` in the config, else the
 ``MEDMNIST_ROOT`` environment variable, else medmnist's default folder. A file
 that is present is md5-checked once per process; a missing file is downloaded
 through medmnist's own code path, and when that fails (no network) the error
@@ -31,12 +31,12 @@ DOWNLOAD_TIMEOUT_S = 20.0
 
 
 def is_3d(flag: str) -> bool:
-    return flag.endswith("3d")
+    return base_flag(flag).endswith("3d")
 
 
 def available_flags() -> list[str]:
-    """Every 2D flag medbench can load (3D volumes need 3D models, which medbench does not have)."""
-    return [f for f in INFO if not is_3d(f)]
+    """Every MedMNIST flag medbench can load: the 2D images and the 3D volumes."""
+    return list(INFO)
 
 
 def default_root() -> Path:
@@ -76,6 +76,11 @@ class DatasetInfo:
     @property
     def track(self) -> str:
         return f"{self.flag}_{self.size}"
+
+    @property
+    def spatial_dims(self) -> int:
+        """2 for images (NCHW), 3 for the 3D flags' volumes (NCDHW)."""
+        return 3 if is_3d(self.flag) else 2
 
 
 @dataclass(frozen=True)
@@ -127,11 +132,6 @@ def dataset_info(flag: str, size: int = 28) -> DatasetInfo:
     if flag not in INFO:
         choices = [*INFO, *BINARY_VIEWS.names()]
         raise unknown_choice("MedMNIST flag", flag, choices, "Set dataset=<flag> to one of these.")
-    if is_3d(flag):
-        raise ConfigError(
-            f"{flag!r} is a 3D MedMNIST volume dataset; medbench's classifiers and attacks are 2D. "
-            f"Choose a 2D flag: {', '.join(available_flags())}."
-        )
     cls = getattr(medmnist, INFO[flag]["python_class"])
     sizes = list(cls.available_sizes)
     if size not in sizes:
@@ -225,7 +225,7 @@ class Split:
 
     info: DatasetInfo
     split: str
-    images: torch.Tensor  # float32 (N, C, H, W) in [0, 1]
+    images: torch.Tensor  # float32 (N, C, H, W) in [0, 1]; (N, C, D, H, W) for 3D flags
     labels: torch.Tensor  # long (N,) for softmax tasks, (N, L) for multi-label
     indices: torch.Tensor  # positions in the full split, for per-sample records
     seed: int | None = field(default=None)
@@ -240,9 +240,14 @@ class Split:
             yield self.images[start:stop], self.labels[start:stop], self.indices[start:stop]
 
 
-def to_tensor_images(imgs: np.ndarray) -> torch.Tensor:
-    """uint8 (N, H, W) or (N, H, W, C) -> float (N, C, H, W) in [0, 1]."""
+def to_tensor_images(imgs: np.ndarray, volumes: bool = False) -> torch.Tensor:
+    """uint8 (N, H, W) or (N, H, W, C) -> float (N, C, H, W) in [0, 1]; with ``volumes``, the 3D flags'
+    uint8 (N, D, H, W) -> float (N, 1, D, H, W) (every 3D MedMNIST flag is single-channel)."""
     arr = torch.from_numpy(np.ascontiguousarray(imgs))
+    if volumes:
+        if arr.ndim != 4:
+            raise DataError(f"3D MedMNIST volumes must be (N, D, H, W); the file holds shape {tuple(arr.shape)}.")
+        return arr.unsqueeze(1).float().div_(255.0)
     if arr.ndim == 3:
         arr = arr.unsqueeze(-1)
     return arr.permute(0, 3, 1, 2).contiguous().float().div_(255.0)
@@ -260,9 +265,9 @@ def load_split(
     """Load a MedMNIST split as tensors.
 
     Args:
-        flag: a key of ``medmnist.INFO`` (2D flags only), e.g. ``"pneumoniamnist"``.
+        flag: a key of ``medmnist.INFO`` or a binary view, e.g. ``"pneumoniamnist"`` or ``"adrenalmnist3d"``.
         split: ``"train"``, ``"val"`` or ``"test"``.
-        size: 28, 64, 128 or 224, where the flag has it.
+        size: 28, 64, 128 or 224 for 2D flags, 28 or 64 for 3D flags, where the flag has it.
         root: folder holding the .npz files; ``None`` means $MEDMNIST_ROOT or medmnist's default.
         download: download a missing file through medmnist (md5-checked either way).
         n_examples: a deterministic random subset of this many samples (``None``: the whole split).
@@ -286,7 +291,7 @@ def load_split(
         view = BINARY_VIEWS[flag]
         keep = view.keep(raw_labels.reshape(-1))
         raw_images, raw_labels, indices = raw_images[keep], view.relabel(raw_labels.reshape(-1)[keep]), indices[torch.from_numpy(keep)]
-    images = to_tensor_images(raw_images)
+    images = to_tensor_images(raw_images, volumes=info.spatial_dims == 3)
     labels = torch.from_numpy(raw_labels).long()
     if not info.task.multi_label:
         labels = labels.view(-1)

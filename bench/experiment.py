@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from bench.data import DatasetInfo, dataset_info
+from bench.data import DatasetInfo, dataset_info, is_3d
 from bench.models import ModelSpec, pretrained_source
 from bench.train import TrainConfig
 
@@ -32,15 +32,21 @@ def pretrained_value(value: object) -> bool | str:
 
 
 def model_spec_from_cfg(cfg: DictConfig) -> ModelSpec:
+    """The model group as a ModelSpec. On a 3D dataset the name carries the volume conversion
+    (``resnet18_28_acs``), so the zoo, records and leaderboard keep ACS, 2.5D and 3D models apart."""
     m = cfg.model
+    volume = str(m.get("volume", "acs"))
+    dataset = cfg.get("dataset")
+    volumes = bool(dataset) and dataset.get("flag") is not None and is_3d(str(dataset.flag))
     return ModelSpec(
-        name=str(m.name),
+        name=f"{m.name}_{volume}" if volumes else str(m.name),
         arch=str(m.arch),
         recipe=str(m.recipe),
         pretrained=pretrained_value(m.get("pretrained", False)),
         input_size=m.get("input_size"),
         mean=float(m.get("mean", 0.5)),
         std=float(m.get("std", 0.5)),
+        volume=volume,
     )
 
 

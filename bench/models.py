@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from bench.errors import CheckpointError, ConfigError, unknown_choice
+from bench.volumes import to_volumes
 
 RecipeFn = Callable[..., nn.Module]
 RECIPES: dict[str, RecipeFn] = {}
@@ -212,19 +213,24 @@ def resize(arch: str, in_chans: int, num_classes: int, pretrained: bool = False,
 
 
 class Classifier(nn.Module):
-    """Normalise (and optionally resize) inputs in [0, 1], then run the backbone; returns logits."""
+    """Normalise (and optionally resize) inputs in [0, 1], then run the backbone; returns logits.
 
-    def __init__(self, backbone: nn.Module, mean: list[float], std: list[float], input_size: int | None = None):
+    ``spatial_dims`` is 2 for images (NCHW) and 3 for volumes (NCDHW)."""
+
+    def __init__(self, backbone: nn.Module, mean: list[float], std: list[float], input_size: int | None = None,
+                 spatial_dims: int = 2):
         super().__init__()
         self.backbone = backbone
-        channels = len(mean)
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, channels, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, channels, 1, 1))
+        shape = (1, len(mean)) + (1,) * spatial_dims
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(shape))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(shape))
         self.input_size = input_size
+        self.spatial_dims = spatial_dims
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.input_size is not None and x.shape[-1] != self.input_size:
-            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
+            mode = "bilinear" if self.spatial_dims == 2 else "trilinear"
+            x = F.interpolate(x, size=(self.input_size,) * self.spatial_dims, mode=mode, align_corners=False)
         return self.backbone((x - self.mean) / self.std)
 
 
@@ -239,11 +245,14 @@ class ModelSpec:
     input_size: int | None = None
     mean: float = 0.5
     std: float = 0.5
+    volume: str = "acs"  # how the 2D model is made 3D for volume datasets (bench.volumes.CONVERSIONS)
 
 
-def build_model(spec: ModelSpec, in_chans: int, num_classes: int, image_size: int = 28) -> Classifier:
+def build_model(spec: ModelSpec, in_chans: int, num_classes: int, image_size: int = 28,
+                spatial_dims: int = 2) -> Classifier:
     """Create a fresh classifier for a dataset with ``in_chans`` channels, ``num_classes`` outputs and images
-    ``image_size`` pixels on a side (recipes that adapt to small inputs use it).
+    ``image_size`` pixels on a side (recipes that adapt to small inputs use it). With ``spatial_dims=3`` the
+    recipe's 2D model is converted to take volumes (``spec.volume``: ACS, 2.5D or inflated 3D convolutions).
 
     Example:
         >>> model = build_model(ModelSpec("resnet18_28", "resnet18"), in_chans=1, num_classes=2)
@@ -253,8 +262,17 @@ def build_model(spec: ModelSpec, in_chans: int, num_classes: int, image_size: in
     if spec.recipe not in RECIPES:
         raise unknown_choice("model recipe", spec.recipe, RECIPES, "Set model.recipe to one of them.")
     backbone = RECIPES[spec.recipe](spec.arch, in_chans, num_classes, spec.pretrained, image_size=image_size)
+    if spatial_dims == 3:
+        if spec.recipe == "resize":
+            raise ConfigError(
+                f"model {spec.name!r} (recipe 'resize') upsamples inputs to {spec.input_size} px; a volume would "
+                f"become {spec.input_size}^3 voxels. Volumes are used at their own size: choose a recipe that adapts "
+                f"to small inputs (model=resnet18_28, resnet18_native, densenet121, ...).")
+        backbone = to_volumes(backbone, spec.volume, spec.arch)
+    elif spatial_dims != 2:
+        raise ConfigError(f"spatial_dims={spatial_dims}: medbench's models take images (2) or volumes (3).")
     input_size = spec.input_size if spec.recipe == "resize" else None
-    return Classifier(backbone, [spec.mean] * in_chans, [spec.std] * in_chans, input_size)
+    return Classifier(backbone, [spec.mean] * in_chans, [spec.std] * in_chans, input_size, spatial_dims)
 
 
 @dataclass
@@ -278,9 +296,11 @@ class ModelCard:
     sha256: str = ""
     created: str = ""
     medbench_version: str = ""
+    spatial_dims: int = 2  # 3: a volume model (NCDHW), converted with ``volume``
+    volume: str = "acs"
 
     def spec(self) -> ModelSpec:
-        return ModelSpec(self.name, self.arch, self.recipe, False, self.input_size, self.mean, self.std)
+        return ModelSpec(self.name, self.arch, self.recipe, False, self.input_size, self.mean, self.std, self.volume)
 
 
 def sha256_file(path: str | Path) -> str:
@@ -350,7 +370,7 @@ def load_checkpoint(weights: str | Path, in_chans: int | None = None, num_classe
             f"checkpoint {weights.name} has {card.num_classes} outputs ({card.dataset}) but the dataset "
             f"has {num_classes} classes. Use a checkpoint trained on this dataset, or train one."
         )
-    model = build_model(card.spec(), card.in_chans, card.num_classes, int(card.size))
+    model = build_model(card.spec(), card.in_chans, card.num_classes, int(card.size), int(card.spatial_dims))
     model.load_state_dict(load_file(str(weights)), strict=True)
     model.eval()
     return model, card

@@ -166,7 +166,7 @@ def card_for(model: nn.Module, info: DatasetInfo, name: str, arch: str = "custom
     """A card for a model that came without one (a notebook's module, a submission): its weights' hash names it."""
     return ModelCard(name=name, arch=arch, recipe=recipe, dataset=info.flag, size=info.size, seed=seed,
                      in_chans=info.n_channels, num_classes=info.num_classes, task=info.task_type,
-                     sha256=sha256 or state_dict_sha256(model))
+                     sha256=sha256 or state_dict_sha256(model), spatial_dims=info.spatial_dims)
 
 
 def state_dict_sha256(model: nn.Module) -> str:
@@ -187,7 +187,7 @@ def recipe_classifier(info: DatasetInfo, spec: ModelSpec, weights: str | Path) -
     """A registered recipe built for ``info`` with weights from a file (no card needed): for submissions."""
     from bench.models import build_model
 
-    model = build_model(spec, info.n_channels, info.num_classes, info.size)
+    model = build_model(spec, info.n_channels, info.num_classes, info.size, info.spatial_dims)
     load_weights_strict(model, weights)
     return model.eval()
 

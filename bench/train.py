@@ -104,7 +104,7 @@ def train_classifier(
     task = info.task
     method = training_method(cfg.defense, task, cfg.defense_params, cfg.seed)  # fails before any work if misconfigured
     selects_by_auc = method.selection_metric == "val_auc"
-    model = build_model(spec, info.n_channels, info.num_classes, info.size).to(cfg.device)
+    model = build_model(spec, info.n_channels, info.num_classes, info.size, info.spatial_dims).to(cfg.device)
     optimiser = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     milestones = sorted({max(1, int(round(m * cfg.epochs))) for m in cfg.milestones})
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimiser, milestones=milestones, gamma=cfg.gamma)
@@ -175,6 +175,8 @@ def train_classifier(
         input_size=spec.input_size if spec.recipe == "resize" else None,
         mean=spec.mean,
         std=spec.std,
+        spatial_dims=info.spatial_dims,
+        volume=spec.volume,
         metrics={
             "val_acc": val_metrics["acc"],
             "val_auc": val_metrics["auc"],

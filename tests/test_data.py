@@ -9,7 +9,7 @@ import pytest
 import torch
 from medmnist import INFO
 
-from bench.data import available_flags, dataset_info, load_split
+from bench.data import available_flags, dataset_info, is_3d, load_split
 from bench.errors import ConfigError, DataError
 from tests.conftest import REAL_FLAGS, SPLIT_SIZES, real_root_or_skip
 
@@ -59,11 +59,12 @@ def test_other_sizes_load_from_their_own_file(synthetic):
     assert data.images.shape == (SPLIT_SIZES["val"], 3, 64, 64)
 
 
-def test_every_2d_flag_and_size_is_described():
+def test_every_flag_and_size_is_described():
     for flag in available_flags():
-        for size in (28, 64, 128, 224):
+        for size in ((28, 64) if is_3d(flag) else (28, 64, 128, 224)):
             info = dataset_info(flag, size)
             assert info.filename.startswith(flag) and info.md5
+            assert info.spatial_dims == (3 if is_3d(flag) else 2)
 
 
 def test_unknown_flag_lists_choices():
@@ -76,9 +77,18 @@ def test_size_the_flag_does_not_have():
         dataset_info("breastmnist", 32)
 
 
-def test_3d_flags_are_refused_clearly():
-    with pytest.raises(ConfigError, match="3D"):
-        dataset_info("organmnist3d")
+def test_3d_flags_load_as_ncdhw_volumes_in_the_unit_interval():
+    data = load_split("adrenalmnist3d", "test", root=real_root_or_skip("adrenalmnist3d"))
+    assert data.images.shape == (298, 1, 28, 28, 28) and data.images.dtype == torch.float32
+    assert data.images.min() >= 0 and data.images.max() == 1
+    assert data.labels.shape == (298,) and int(data.labels.sum()) == 69  # the shared README's 229 / 69
+    assert data.info.spatial_dims == 3 and data.info.track == "adrenalmnist3d_28"
+
+
+def test_3d_sizes_are_28_and_64():
+    assert dataset_info("organmnist3d", 64).filename == "organmnist3d_64.npz"
+    with pytest.raises(ConfigError, match=r"size 128 .*available sizes: \[28, 64\]"):
+        dataset_info("organmnist3d", 128)
 
 
 def test_n_examples_larger_than_split(real_root):

@@ -123,7 +123,7 @@ def test_a_model_trained_with_other_settings_is_not_reused(real_root, tmp_path):
         ("model=resnet19", "resnet18_28"),             # and the model recipes
         ("dataset.n_examples=100000", "n_examples=100000"),
         ("dataset.size=32", "available sizes"),
-        ("dataset=organmnist3d", "3D"),
+        ("model=vit_tiny dataset=adrenalmnist3d", "cannot be converted to 3D"),
         ("attack.epsilons=[-0.1]", "negative"),
         ("attack=fgsm attack.norm=l2", "supports"),
         ("model.recipe=tiny", "valid choices"),

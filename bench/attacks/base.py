@@ -19,7 +19,7 @@ import torch.nn as nn
 
 from bench.attacks.criteria import Criterion
 from bench.attacks.targets import make_targets
-from bench.attacks.threat import NORMS, check_threat_model, validate_eps
+from bench.attacks.threat import NORMS, check_threat_model, require_2d, validate_eps
 from bench.errors import ConfigError, ThreatModelViolation
 from bench.tasks import Task
 
@@ -114,7 +114,9 @@ class Attack:
 
     Class attributes: ``norms`` (threat models supported), ``kind`` ("gradient",
     "minimum_norm", "score", "decision", "transfer", "patch"), ``supports_targeted``,
-    ``max_queries`` (set by query-limited attacks; enforced per sample).
+    ``max_queries`` (set by query-limited attacks; enforced per sample), ``volumes``
+    (False for attacks that only make sense on 2D images: they refuse NCDHW
+    batches with an error listing the attacks that accept them).
     """
 
     name: str = "attack"
@@ -122,6 +124,7 @@ class Attack:
     kind: str = "gradient"
     supports_targeted: bool = True
     max_queries: int | None = None
+    volumes: bool = True
 
     COMMON_PARAMS = ("targeted", "target")
 
@@ -179,6 +182,8 @@ class Attack:
         criterion: Criterion | None = None,
     ) -> list[AttackOutput]:
         """Attack ``x`` (labels ``y``) at every epsilon; every result is checked against the threat model."""
+        if not self.volumes:
+            require_2d(x.shape, f"the {self.name} attack")
         for eps in epsilons:
             validate_eps(eps, self.norm)
         counter = PropagationCounter(model).eval()  # eval: foolbox warns about (and some code branches on) training mode

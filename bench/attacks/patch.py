@@ -15,6 +15,8 @@ trained ``surrogate``: the attacked model is then never queried.
 
 The threat model is "patch": every changed pixel lies in one square of that
 side (rotation happens inside the square, so a rotated patch never leaves it).
+Patches are 2D: batches of volumes (N, C, D, H, W) are refused with an error
+that lists the attacks that accept them.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import torch.nn.functional as F
 from bench.attacks.base import Attack, AttackContext, attack_mode
 from bench.attacks.criteria import Criterion
 from bench.attacks.registry import register_attack
-from bench.attacks.threat import patch_side
+from bench.attacks.threat import patch_side, require_2d
 from bench.errors import ConfigError
 
 LOCATIONS = ("random", "center", "top_left")
@@ -97,6 +99,7 @@ def natural_patch(channels: int, side: int) -> torch.Tensor:
 class AdversarialPatch(Attack):
     kind = "patch"
     norms = ("patch",)
+    volumes = False  # a square pasted on an image plane, learned with 2D rotations: no volumetric meaning
 
     @classmethod
     def param_names(cls):
@@ -146,6 +149,7 @@ class AdversarialPatch(Attack):
         train = load_split(info.flag, "train", info.size, context.data_root)
         if len(train) > self.train_samples:
             train = load_split(info.flag, "train", info.size, context.data_root, n_examples=self.train_samples, seed=self.seed)
+        require_2d(train.images.shape, "the patch attack")  # before any surrogate is trained for nothing
         self._train = train
         if self.black_box:
             model, self.surrogate_card = resolve_surrogate(context, self.surrogate_name or "resnet18_native",
@@ -166,6 +170,7 @@ class AdversarialPatch(Attack):
 
     def apply(self, x: torch.Tensor, patch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Paste ``patch`` (C, s, s), or one patch per image (N, C, s, s), at placements drawn from ``generator``."""
+        require_2d(x.shape, "the patch attack")
         n, _, h, w = x.shape
         side = patch.shape[-1]
         rows, cols, angles = self._placements(n, side, h, w, generator)
@@ -191,9 +196,9 @@ class AdversarialPatch(Attack):
         return {None: self._learn_one(model, eps, images, crit, torch.arange(len(images)))}
 
     def _learn_one(self, model, eps: float, images: torch.Tensor, crit: Criterion, pool: torch.Tensor) -> torch.Tensor:
-        c, h, _ = images.shape[1:]
+        c = images.shape[1]
         device = crit.labels.device
-        side = patch_side(eps, h)
+        side = patch_side(eps, images.shape)
         generator = torch.Generator().manual_seed(self.seed)
         patch = torch.rand((c, side, side), generator=generator).to(device).requires_grad_(True)
         optimiser = torch.optim.Adam([patch], lr=self.lr)
@@ -210,9 +215,8 @@ class AdversarialPatch(Attack):
         return patch.detach()
 
     def make_patches(self, model, eps: float, x: torch.Tensor, task) -> dict[int | None, torch.Tensor]:
-        channels, height = x.shape[1], x.shape[-2]
         if self.source == "natural":
-            return {None: natural_patch(channels, patch_side(eps, height)).to(x)}
+            return {None: natural_patch(x.shape[1], patch_side(eps, x.shape)).to(x)}
         if self.black_box:
             if self.surrogate is None:
                 raise ConfigError("the black-box patch has no surrogate: call prepare() (the experiment runner does).")

@@ -27,3 +27,8 @@ def build_attack(name: str, norm: str = "linf", seed: int = 0, params: dict[str,
     if name not in ATTACKS:
         raise unknown_choice("attack", name, ATTACKS, "Set attack.name (or attack=<config>) to one of them.")
     return ATTACKS[name](norm=norm, seed=seed, **(params or {}))
+
+
+def volume_attacks() -> list[str]:
+    """Registered attacks that accept volumes (NCDHW), from each class's ``volumes`` flag: error messages list them."""
+    return sorted(name for name, cls in ATTACKS.items() if cls.volumes)

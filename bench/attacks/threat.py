@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from bench.errors import ConfigError, ThreatModelViolation, unknown_choice
 
 NORMS = ("linf", "l2")
-# "patch": eps is the side of a square patch as a fraction of the image side.
+# "patch": eps is the side of a square patch as a fraction of the image side (2D images only).
+# Every other threat model measures norms over all non-batch dims, so it holds for volumes (NCDHW) as is.
 THREAT_MODELS = NORMS + ("patch",)
 # float32 rounding of x + delta, then clamping, can overshoot the ball by a few ulps.
 LINF_TOL = 1e-6
@@ -90,14 +93,38 @@ def check_threat_model(x: torch.Tensor, x_adv: torch.Tensor, eps: float, norm: s
         )
 
 
-def patch_side(eps: float, height: int) -> int:
-    """Side in pixels of a patch covering ``eps`` of the image side (at least one pixel)."""
+def require_2d(shape: Sequence[int], what: str) -> None:
+    """Refuse anything but a batch of 2D images (N, C, H, W), for what is defined on an image plane (patches).
+
+    A batch of volumes (N, C, D, H, W) gets the list of attacks that do accept volumes.
+    """
+    if len(shape) == 4:
+        return
+    if len(shape) == 5:
+        from bench.attacks.registry import volume_attacks  # here: the registry imports this module
+
+        raise ConfigError(
+            f"{what} is 2D-only: it needs image batches shaped (N, C, H, W), but got inputs of shape {tuple(shape)}, "
+            f"a batch of volumes (N, C, D, H, W). Attacks that work on volumes: {', '.join(volume_attacks())}; "
+            f"use one of them (e.g. attack=pgd) for a 3D dataset, or a 2D dataset for {what}."
+        )
+    raise ConfigError(f"{what} needs image batches shaped (N, C, H, W), but got inputs of shape {tuple(shape)}.")
+
+
+def patch_side(eps: float, height: int | Sequence[int]) -> int:
+    """Side in pixels of a patch covering ``eps`` of the image side (at least one pixel).
+
+    ``height`` is the image height, or a batch's shape: checked to be 2D (patches are squares on an image plane).
+    """
+    if isinstance(height, Sequence):
+        require_2d(height, "the patch threat model")
+        height = height[-2]
     return max(1, int(round(eps * height)))
 
 
 def _check_patch(x: torch.Tensor, x_adv: torch.Tensor, eps: float, attack: str) -> None:
     """Every changed pixel of a sample lies inside one square of the allowed side."""
-    side = patch_side(eps, x.shape[-2])
+    side = patch_side(eps, x.shape)
     changed = (x_adv != x).any(1)  # (N, H, W)
     for i in range(len(x)):
         where = changed[i].nonzero()

@@ -43,16 +43,25 @@ def resolve_surrogate(context: AttackContext, name: str, seed: int, checkpoint: 
         train = type(context.train)(**{**vars(context.train), "seed": seed})
         model, card, _ = get_or_train(spec, info.flag, info.size, context.data_root, train, context.zoo_dir,
                                       info.n_channels, info.num_classes)
-    if (card.in_chans, card.num_classes, card.size) != (info.n_channels, info.num_classes, info.size):
+    # Cards and dataset infos from before volumes existed describe 2D images.
+    card_dims, data_dims = getattr(card, "spatial_dims", 2), getattr(info, "spatial_dims", 2)
+    takes = (card.in_chans, card.num_classes, card.size, card_dims)
+    if takes != (info.n_channels, info.num_classes, info.size, data_dims):
         raise CheckpointError(
-            f"surrogate {card.name} takes {card.in_chans}x{card.size}x{card.size} inputs with {card.num_classes} "
-            f"classes, but the target's dataset {info.track} has {info.n_channels}x{info.size}x{info.size} with "
-            f"{info.num_classes}. Use a surrogate trained on {info.flag} at size {info.size}."
+            f"surrogate {card.name} takes {_input_shape(card.in_chans, card.size, card_dims)} inputs with "
+            f"{card.num_classes} classes, but the target's dataset {info.track} has "
+            f"{_input_shape(info.n_channels, info.size, data_dims)} with {info.num_classes}. "
+            f"Use a surrogate trained on {info.flag} at size {info.size}."
         )
     target = context.target_card
     if target is not None and (target.name, target.seed) == (card.name, card.seed) and target.sha256 == card.sha256:
         raise ConfigError("the surrogate is the target model itself; pick another seed or architecture for a black-box attack.")
     return model, card
+
+
+def _input_shape(channels: int, size: int, spatial_dims: int) -> str:
+    """'1x28x28' for images, '1x28x28x28' for volumes."""
+    return "x".join(map(str, (channels, *[size] * spatial_dims)))
 
 
 @register_attack("transfer")

@@ -112,10 +112,14 @@ def _delta_panel(delta: np.ndarray, magnify: float | None) -> np.ndarray:
 
 
 def _grid_panels(clean: np.ndarray, adv: np.ndarray, magnify: float | None) -> list[list[np.ndarray]]:
-    """Rows of (H, W, 3) float panels: clean, then per epsilon the adversarial image and its perturbation."""
+    """Rows of (H, W, 3) float panels: clean, then per epsilon the adversarial image and its perturbation.
+    Volumes (k, C, D, H, W) show their middle axial slice."""
     clean, adv = np.asarray(clean, dtype=np.float64), np.asarray(adv, dtype=np.float64)
+    if clean.ndim == 5 and adv.ndim == 6:
+        middle = clean.shape[2] // 2
+        clean, adv = clean[:, :, middle], adv[:, :, :, middle]
     if clean.ndim != 4 or adv.ndim != 5 or adv.shape[1:] != clean.shape:
-        raise ValueError(f"example_grid expects clean (k,C,H,W) and adv (E,k,C,H,W); got {clean.shape} and {adv.shape}")
+        raise ValueError(f"example_grid expects clean (k,C,H,W) and adv (E,k,C,H,W); got {clean.shape} and {adv.shape} (volumes: (k,C,D,H,W) and (E,k,C,D,H,W))")
     rows = [[_rgb(c) for c in clean]]
     for per_eps in adv:
         rows.append([_rgb(a) for a in per_eps])
