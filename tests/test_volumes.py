@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 import torch.nn as nn
@@ -12,8 +10,7 @@ from acsconv.operators import ACSConv, Conv2_5d  # the reference implementation 
 from bench.errors import ConfigError
 from bench.models import ModelCard, ModelSpec, build_model, load_checkpoint, save_checkpoint
 from bench.volumes import CONVERSIONS, VolumeConv, to_volumes
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.test_models import MODEL_CONFIGS, spec_of  # the same YAMLs, read the same way
 
 # (in, out, kernel, stride, padding, groups): plain, strided stem, depthwise, pointwise, an odd output count
 CONVS = [(3, 10, 3, 1, 1, 1), (4, 8, 7, 2, 3, 1), (6, 6, 3, 2, 1, 6), (5, 16, 1, 1, 0, 1), (3, 7, 3, 2, 1, 1)]
@@ -67,14 +64,6 @@ def test_squeeze_excite_averages_the_whole_volume():
     torch.testing.assert_close(se(x), x * gate)
 
 
-def _spec(path: Path) -> ModelSpec:
-    from omegaconf import OmegaConf
-
-    fields = {k: v for k, v in OmegaConf.to_container(OmegaConf.load(path)).items() if k in ModelSpec.__dataclass_fields__}
-    return ModelSpec(**fields)
-
-
-MODEL_CONFIGS = sorted((REPO / "conf" / "model").glob("*.yaml"))
 TWO_D_ONLY = {"vit_tiny", "deit_tiny", "convnext_atto"}  # position embeddings, channels-last norms
 
 
@@ -82,7 +71,7 @@ TWO_D_ONLY = {"vit_tiny", "deit_tiny", "convnext_atto"}  # position embeddings, 
 def test_every_model_config_takes_volumes_or_is_refused_by_name(config):
     """Each conf/model/ YAML on a small volume (8^3 keeps 3D convolutions cheap on a CPU): logits and a finite
     input gradient, or a ConfigError that says why. A new YAML is tested by being there."""
-    spec = _spec(config)
+    spec = spec_of(config)
     if config.stem in TWO_D_ONLY:
         with pytest.raises(ConfigError, match="cannot be converted to 3D: no reviewed 3D form for .*Families that"):
             build_model(spec, 1, 2, 28, spatial_dims=3)
