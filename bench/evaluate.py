@@ -18,6 +18,7 @@ still produce the numbers of one uninterrupted run.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import partial
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -29,7 +30,7 @@ from bench import metrics
 from bench.attacks import Attack, AttackOutput, check_threat_model, flat_norm
 from bench.attacks.base import Attack as _Base
 from bench.data import Split
-from bench.model_forms import AUTO, attack_model
+from bench.model_forms import AUTO, attack_model, running_form
 from bench.progress import progress
 from bench.records import RecordSet
 from bench.tasks import Task
@@ -197,9 +198,13 @@ def _as_list(t: torch.Tensor) -> list:
 def attack_batch(
     model: nn.Module, plan: Sequence[PlannedAttack], x: torch.Tensor, y: torch.Tensor, rows: torch.Tensor,
     sample_ids: torch.Tensor, task: Task, mode: str, seed: int, examples: Examples | None = None,
-    on_stage: Callable[[str], None] | None = None,
+    on_stage: Callable[[str], None] | None = None, form_of: Callable[[], str] | None = None,
 ) -> list[dict]:
-    """Attack one batch with the whole plan; one record per (sample, attack, epsilon)."""
+    """Attack one batch with the whole plan; one record per (sample, attack, epsilon).
+
+    ``form_of`` names the model form running now; each attack's records say the form it ended in (a compiled
+    form that fell back to eager mid-attack says so), and the rows report it.
+    """
     with torch.no_grad():
         clean_logits = model(x)
     cc = task.correct(clean_logits, y)
@@ -252,7 +257,10 @@ def attack_batch(
             if examples is not None and p.attack.norm == examples.norm:
                 examples.offer(eps, idx.cpu().numpy(), out.x_adv.float().cpu().numpy(),
                                np.asarray(pred, dtype=object), success.cpu().numpy(), np.asarray(l2))
+        model_form = form_of() if form_of is not None else ""
         for eps in p.epsilons:
+            for record in per_eps[eps]:
+                record["model_form"] = model_form
             records.extend(per_eps[eps])
     return records
 
@@ -275,11 +283,13 @@ def evaluate(
     if skipped:
         print(f"  resuming: {skipped} of {len(batches)} batches already in {records.root}", flush=True)
     model.eval()
+    form_of = None
     if todo:
         form = attack_model(model, model_form, device, split.images[todo[0][0] : todo[0][1]][:64])
         print(f"  model form: {form.form} (prepared and checked in {form.prepare_s:.1f}s, logit gap "
               f"{form.gap:.2g} of the tolerance)" + (f"; {form.note}" if form.note else ""), flush=True)
         model = form.module
+        form_of = partial(running_form, form.module, form.form)
     bar = progress(None, desc=f"attacks on {split.info.track}", unit="img", total=sum(b - a for a, b in todo),
                    leave=True)  # the finished bar stays, with the run's rate
     for start, stop in todo:
@@ -295,13 +305,22 @@ def evaluate(
             eps_labels = [next(p.label(e) for p in plan if e in p.epsilons) for e in epsilons]
             examples = Examples(x[:k].float().cpu().numpy(), np.asarray(_as_list(y[:k])), np.asarray(pred), norm, epsilons, eps_labels)
         batch_records = attack_batch(model, plan, x, y, rows, split.indices[rows], task, mode, seed, examples,
-                                     on_stage=lambda name: bar.set_postfix_str(name))
+                                     on_stage=lambda name: bar.set_postfix_str(name), form_of=form_of)
         if examples is not None:
             on_examples(examples)
         records.write_batch(start, stop, batch_records)
         bar.update(stop - start)
     bar.close()
     return len(todo)
+
+
+def forms_used(frame: pd.DataFrame, attacks: Sequence[str], eps: float) -> str:
+    """The model forms the attacked samples of ``attacks`` at ``eps`` ran in, ';'-joined ('' for old records)."""
+    if "model_form" not in frame:
+        return ""
+    rows = frame[frame["attack"].isin(list(attacks)) & np.isclose(frame["eps"].astype(float), eps)
+                 & frame["attacked"].astype(bool)]
+    return ";".join(sorted({str(f) for f in rows["model_form"].dropna() if f}))
 
 
 def summary_rows(frame: pd.DataFrame, plan: Sequence[PlannedAttack], mode: str, battery_name: str | None,
@@ -315,7 +334,8 @@ def summary_rows(frame: pd.DataFrame, plan: Sequence[PlannedAttack], mode: str, 
                 if mode == "sequential" else [p.attack_id]
             view = metrics.sample_view(frame, attacks, eps)
             out.append({"attack": p.attack_id, "kind": p.attack.kind, "norm": p.attack.norm, "eps": eps,
-                        "eps_label": p.label(eps), **metrics.summarise(view, task_type, flag, seed)})
+                        "eps_label": p.label(eps), **metrics.summarise(view, task_type, flag, seed),
+                        "model_form": forms_used(frame, attacks, eps)})
     if battery_name and len(plan) > 1:
         for norm in sorted({p.attack.norm for p in plan}):
             group = [p for p in plan if p.attack.norm == norm]
@@ -324,6 +344,7 @@ def summary_rows(frame: pd.DataFrame, plan: Sequence[PlannedAttack], mode: str, 
                 view = metrics.sample_view(frame, attacks, eps)
                 label = next(p.label(eps) for p in group if eps in p.epsilons)
                 out.append({"attack": f"battery:{battery_name}", "kind": "battery", "norm": norm, "eps": eps,
-                            "eps_label": label, **metrics.summarise(view, task_type, flag, seed)})
+                            "eps_label": label, **metrics.summarise(view, task_type, flag, seed),
+                            "model_form": forms_used(frame, attacks, eps)})
     assert len(set(ids)) == len(ids), f"attack ids must be unique, got {ids}"
     return out

@@ -83,24 +83,61 @@ class _Autocast(nn.Module):
         return out.float()
 
 
-class _Compiled(nn.Module):
-    """torch.compile with dynamic batch sizes, never called on a batch of one.
+MIN_COMPILED_BATCH = 16  # inductor's CPU convolutions guard on batch >= 16: smaller batches are padded up to it
 
-    Early stopping shrinks batches to any size; a dynamic graph serves them
-    all, except that compilers specialise size 1, which would recompile in the
-    middle of an attack. A single image is therefore run as a pair (itself
-    twice; eval-mode models treat samples independently) and the first row kept.
+
+class _Compiled(nn.Module):
+    """torch.compile with dynamic batch sizes, fed inputs that never trigger a recompile.
+
+    Early stopping shrinks batches to any size and attacks call the model with
+    and without autograd, from tensors of any stride. Left alone, dynamo
+    recompiles for each new combination (grad mode, a batch under 16, a view,
+    a channels-last single-channel stride) until it reaches its recompile
+    limit (8) and then silently runs the model eagerly for the rest of the
+    run. Here every input is normalised first: batches under 16 are padded with
+    copies of their first image (eval-mode models treat samples independently;
+    the padding's logits are dropped and carry no gradient) and larger ones are
+    copied into one standard layout, so one graph per grad mode serves a whole
+    battery. Should the limit still be reached, the fallback is not silent:
+    ``fallback`` says why and ``form`` reports the eager form from then on.
     """
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, name: str = "torch_compile"):
         super().__init__()
         self.model = model
         self.compiled = torch.compile(model, dynamic=True)
+        self.name = name
+        self.fallback = ""  # why the compiled graph is no longer used ('' while it is)
+
+    @property
+    def form(self) -> str:
+        """The form the model runs in now: the compiled form, or the eager one after a fallback."""
+        return f"torch_eager (after {self.name}: {self.fallback})" if self.fallback else self.name
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[0] == 1:
-            return self.compiled(torch.cat([x, x]))[:1]
-        return self.compiled(x)
+        n = x.shape[0]
+        if self.fallback or n == 0:
+            return self.model(x)
+        # a fresh tensor in the standard layout (strides of size-1 dims included: a single-channel batch can
+        # arrive with stride 1 or H*W over its channel, and dynamo guards on it); copy_ keeps the autograd path
+        padded = torch.empty((max(n, MIN_COMPILED_BATCH), *x.shape[1:]), dtype=x.dtype, device=x.device)
+        padded[:n].copy_(x)
+        if n < MIN_COMPILED_BATCH:
+            padded[n:].copy_(x[:1].expand(MIN_COMPILED_BATCH - n, *x.shape[1:]))
+        try:
+            with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True):
+                out = self.compiled(padded)
+        except torch._dynamo.exc.FailOnRecompileLimitHit:
+            limit = torch._dynamo.config.recompile_limit
+            self.fallback = f"dynamo's recompile limit ({limit}) was reached, so the rest of the run is eager"
+            print(f"  model form: {self.form}", flush=True)
+            return self.model(x)
+        return out[:n]
+
+
+def running_form(module: nn.Module, default: str) -> str:
+    """The form ``module`` (an attack model) runs in right now: ``default`` unless a compiled form fell back."""
+    return module.form if isinstance(module, _Compiled) else default
 
 
 @register_form("torch_eager")
@@ -133,13 +170,13 @@ def bn_folded(model: nn.Module, device: torch.device) -> nn.Module:
 @register_form("torch_compile")
 def compiled(model: nn.Module, device: torch.device) -> nn.Module:
     """torch.compile (inductor), dynamic batch size: one graph serves every batch early stopping leaves."""
-    return _Compiled(frozen_copy(model, device))
+    return _Compiled(frozen_copy(model, device), "torch_compile")
 
 
 @register_form("torch_compile_channels_last")
 def compiled_channels_last(model: nn.Module, device: torch.device) -> nn.Module:
     """channels_last, then torch.compile with dynamic batch size: the usual fastest form on GPUs."""
-    return _Compiled(_ChannelsLast(frozen_copy(model, device)))
+    return _Compiled(_ChannelsLast(frozen_copy(model, device)), "torch_compile_channels_last")
 
 
 @register_form("torch_bf16")
@@ -178,7 +215,7 @@ def resolve_form(form: str, device: torch.device) -> str:
     return form
 
 
-WARM_UP_SMALL_BATCH = 2  # compilers may specialise small batches (under 16, say) as well: warm one up too
+WARM_UP_SMALL_BATCH = 2  # a batch early stopping leaves: compiled forms pad it, eager ones run it as it is
 
 
 def _warm_up(module: nn.Module, x: torch.Tensor) -> torch.Tensor:

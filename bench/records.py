@@ -49,6 +49,7 @@ RECORD_FIELDS = (
     "forwards", "backwards",  # propagations spent on this sample
     "seconds",        # this sample's share of the attack call's wall time
     "seed",
+    "model_form",     # the form the model ran in for this attack (bench.model_forms; absent in older records)
 )
 
 

@@ -2,11 +2,14 @@
 
 - model forms (channels_last, BN folding, compilation) give the eager model's logits and the same attack results;
 - PGD's early stop returns the full-step attack's examples, and never calls robust a sample it breaks;
-- the engine's nested epsilons reuse a smaller epsilon's example and never weaken the attack.
+- the engine's nested epsilons reuse a smaller epsilon's example and never weaken the attack;
+- the compiled form runs the whole standard battery without a recompile, and says so if it ever falls back.
 All on a ResNet-18 trained on real BreastMNIST.
 """
 
 from __future__ import annotations
+
+from functools import partial
 
 import pytest
 import torch
@@ -15,7 +18,7 @@ from bench import model_forms
 from bench.attacks import build_attack
 from bench.data import load_split
 from bench.evaluate import PlannedAttack, attack_batch
-from bench.model_forms import AUTO, NumericsError, attack_model, logit_gap
+from bench.model_forms import AUTO, NumericsError, attack_model, logit_gap, running_form
 
 
 @pytest.fixture(scope="module")
@@ -105,3 +108,62 @@ def test_nested_epsilons_reuse_smaller_eps_examples_and_are_never_weaker(trained
         assert plain_broken <= broken[eps]
     reused = [r for r in records if r["eps"] == 4 / 255 and r["index"] in broken[1 / 255]]
     assert reused and all(r["linf"] <= 1 / 255 + 1e-6 for r in reused)  # the 1/255 example, not a new one
+
+
+STANDARD_BATTERY_TINY = (  # the standard battery's attacks (conf/battery/standard.yaml) on tiny budgets
+    ("apgd_ce", "apgd", {"steps": 5, "loss": "ce"}),
+    ("apgd_margin", "apgd", {"steps": 5, "loss": "margin"}),
+    ("fmn_linf", "fmn", {"steps": 5}),
+    ("square_linf", "square", {"max_queries": 40}),
+)
+
+
+def compiled_graphs() -> int:
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"])
+
+
+def test_the_standard_battery_runs_compiled_start_to_end_without_a_recompile(trained_breast, batch):
+    """Issue 16: no silent fallback. Every attack calls the model with and without autograd, on batches that
+    early stopping shrinks to any size, from inputs of any stride; the compiled form serves them all with the
+    graphs its warm-up built (one per grad mode), and every record names the form its attack ran in."""
+    model = trained_breast[0]
+    x, y, task = batch
+    fast = attack_model(model, "torch_compile", "cpu", x)
+    before = compiled_graphs()
+    plan = [PlannedAttack(aid, build_attack(name, "linf", 0, params), [1 / 255, 8 / 255])
+            for aid, name, params in STANDARD_BATTERY_TINY]
+    rows = torch.arange(24)
+    form_of = partial(running_form, fast.module, fast.form)
+    records = attack_batch(fast.module, plan, x[:24], y[:24], rows, rows, task, "sequential", 0, form_of=form_of)
+    # inputs the suite can produce beyond that: a batch of one, odd sizes, channels_last strides, a view
+    for xb in (x[:1], x[:7], x[:17], x[:20].contiguous(memory_format=torch.channels_last), x[3:40:2]):
+        with torch.no_grad():
+            fast.module(xb)
+        xg = xb.detach().clone().requires_grad_(True)
+        torch.autograd.grad(fast.module(xg).logsumexp(1).sum(), xg)
+    assert compiled_graphs() - before == 0, "an attack made dynamo compile a new graph (a recompile)"
+    assert fast.module.fallback == ""
+    assert {r["model_form"] for r in records} == {"torch_compile"}
+    assert {r["attack"] for r in records} == {aid for aid, _, _ in STANDARD_BATTERY_TINY}
+
+
+def test_a_compiled_form_that_reaches_the_recompile_limit_says_it_now_runs_eagerly(monkeypatch):
+    """If dynamo's limit is reached anyway, the model goes on eagerly (same logits) and the form says so,
+    instead of dynamo's silent eager fallback."""
+    import torch._dynamo
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 3, 3), torch.nn.Flatten(), torch.nn.Linear(3 * 26 * 26, 2)).eval()
+    compiled = model_forms.FORMS["torch_compile"](net, torch.device("cpu"))
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 1)
+    x = torch.rand(20, 1, 28, 28)
+    with torch.no_grad():
+        compiled(x)  # the one graph the limit allows
+    assert running_form(compiled, "torch_compile") == "torch_compile"
+    xg = x.clone().requires_grad_(True)
+    out = compiled(xg)  # grad mode: a second graph, over the limit
+    assert compiled.fallback and "recompile limit (1)" in compiled.fallback
+    assert running_form(compiled, "torch_compile").startswith("torch_eager (after torch_compile: dynamo's recompile")
+    torch.testing.assert_close(out, net(xg))
+    assert torch.autograd.grad(out.sum(), xg)[0].shape == x.shape

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from bench.errors import BenchError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 class LeaderboardSchemaError(BenchError):
@@ -136,6 +136,8 @@ SCHEMA: tuple[Column, ...] = (
     _c("l0_mean", "number"), _c("l0_median", "number"),
     _c("queries_mean", "number"), _c("queries_median", "number"),
     _c("forwards_per_sample", "number"), _c("backwards_per_sample", "number"), _c("seconds", "number"),
+    _c("model_form", since=4, help="the model form(s) the row's attacks ran in (bench/model_forms.py; a compiled "
+       "form that fell back to eager says so)"),
     # trust
     _c("flags", "flags", help="checks (bench/checks.py) that fired on this row or its model"),
     _c("unreliable", "bool", since=3, help="true when an evaluation check fired (named in flags): the number "
