@@ -285,7 +285,8 @@ def evaluate(
     model.eval()
     form_of = None
     if todo:
-        form = attack_model(model, model_form, device, split.images[todo[0][0] : todo[0][1]][:64])
+        planned = sum(b - a for a, b in todo) * sum(p.attack.planned_passes * len(p.epsilons) for p in plan)
+        form = attack_model(model, model_form, device, split.images[todo[0][0] : todo[0][1]][:64], planned)
         print(f"  model form: {form.form} (prepared and checked in {form.prepare_s:.1f}s, logit gap "
               f"{form.gap:.2g} of the tolerance)" + (f"; {form.note}" if form.note else ""), flush=True)
         model = form.module

@@ -215,6 +215,22 @@ def resolve_form(form: str, device: torch.device) -> str:
     return form
 
 
+COMPILED_FORMS = ("torch_compile", "torch_compile_channels_last")  # prepared through bench.compile_cache
+# ``auto`` compiles only when the run is long enough to repay it: compiling with a cold cache costs about 30 s
+# on a 2-core CPU and saves about 1 ms per sample and model pass (resnet18_native at 28x28: 4.5 against 3.5 ms
+# forward+backward, measured under load); on the H200 of results/perf (ResNet-50 at 224) it saves ~0.12 ms per
+# sample-pass against about a minute of compilation. Reused artefacts (bench.compile_cache) cost a few seconds,
+# so a cached form is always used.
+COMPILE_REPAID_AFTER = {"cpu": 30_000, "cuda": 500_000}  # sample-passes (samples x passes per sample)
+
+
+def worth_compiling(device: torch.device, planned_passes: float | None, cached: bool) -> bool:
+    """Whether ``auto`` should compile for a run of ``planned_passes`` sample-passes (None: unknown, compile)."""
+    if cached or planned_passes is None:
+        return True
+    return planned_passes >= COMPILE_REPAID_AFTER.get(device.type, COMPILE_REPAID_AFTER["cuda"])
+
+
 WARM_UP_SMALL_BATCH = 2  # a batch early stopping leaves: compiled forms pad it, eager ones run it as it is
 
 
@@ -257,15 +273,28 @@ def _uncheckable(model: nn.Module) -> str:
     return ""
 
 
-def attack_model(model: nn.Module, form: str, device: str | torch.device, check_inputs: torch.Tensor) -> AttackModel:
+def attack_model(model: nn.Module, form: str, device: str | torch.device, check_inputs: torch.Tensor,
+                 planned_passes: float | None = None) -> AttackModel:
     """The model in ``form`` (``auto``: the device's fastest checked form), numerics checked on ``check_inputs``.
 
     Built once per (model, form) and cached, so every attack and batch of an
-    experiment shares one compilation. An explicitly named form that fails the
-    check raises ``NumericsError``; ``auto`` falls back to channels_last instead.
+    experiment shares one compilation; compiled forms also reuse the artefacts
+    of earlier runs on this machine (``bench.compile_cache``). An explicitly
+    named form that fails the check raises ``NumericsError``; ``auto`` falls
+    back to channels_last instead, and stays eager when ``planned_passes`` (the
+    run's samples x model passes per sample) would not repay compiling.
     """
     dev = torch.device(device)
     name = resolve_form(form, dev)
+    if form == AUTO and name in COMPILED_FORMS and not _uncheckable(model):
+        from bench.compile_cache import artefact_path, cache_key
+
+        cached = artefact_path(cache_key(model, name, dev, check_inputs)).is_file()
+        if not worth_compiling(dev, planned_passes, cached):
+            eager_form = attack_model(model, "torch_eager", dev, check_inputs)
+            return AttackModel(eager_form.module, "torch_eager", eager_form.prepare_s, eager_form.gap,
+                               f"auto: eager, since about {planned_passes:,.0f} sample-passes would not repay "
+                               f"compiling (threshold {COMPILE_REPAID_AFTER.get(dev.type, 0):,}; nothing cached)")
     uncheckable = _uncheckable(model)
     if uncheckable and name != "torch_eager":
         eager_form = attack_model(model, "torch_eager", dev, check_inputs)
@@ -282,9 +311,18 @@ def attack_model(model: nn.Module, form: str, device: str | torch.device, check_
         ref_logits = reference(x).float()
     started = time.perf_counter()
     atol, rtol = tolerance(name, dev)
+    cache_note = ""
     try:
-        module = FORMS[name](model, dev).eval()  # wrappers are new modules: eval mode like the model inside
-        gap = logit_gap(ref_logits, _warm_up(module, x), atol, rtol)
+        if name in COMPILED_FORMS:
+            from bench.compile_cache import cache_key, reusing_compiled
+
+            with reusing_compiled(cache_key(model, name, dev, x)) as use:
+                module = FORMS[name](model, dev).eval()
+                gap = logit_gap(ref_logits, _warm_up(module, x), atol, rtol)
+            cache_note = use.describe()
+        else:
+            module = FORMS[name](model, dev).eval()  # wrappers are new modules: eval mode like the model inside
+            gap = logit_gap(ref_logits, _warm_up(module, x), atol, rtol)
         problem = "" if gap <= 1 else (f"its logits differ from the eager model's by up to {gap:.1f}x the tolerance "
                                        f"(atol {atol:g}, rtol {rtol:g})")
     except Exception as exc:  # compilation needs a C++ compiler (CPU) or Triton (GPU); some models do not trace
@@ -299,6 +337,6 @@ def attack_model(model: nn.Module, form: str, device: str | torch.device, check_
         result = AttackModel(fallback.module, fallback.form, time.perf_counter() - started + fallback.prepare_s,
                              fallback.gap, f"auto: {name} not used ({problem}); using {AUTO_FALLBACK}")
     else:
-        result = AttackModel(module, name, time.perf_counter() - started, gap)
+        result = AttackModel(module, name, time.perf_counter() - started, gap, cache_note)
     cached[name] = result
     return result

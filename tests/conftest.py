@@ -21,7 +21,7 @@ REAL_FLAGS = ("breastmnist", "pneumoniamnist")
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 # Experiments in tests attack the eager model: compiling each tiny run's model would cost more than the run.
-# The compiled and channels_last forms have their own tests (test_model_forms.py); scripts run by tests inherit this.
+# The compiled and channels_last forms have their own tests (test_engine_speed.py, test_compile_cache.py); scripts run by tests inherit this.
 os.environ.setdefault("MEDBENCH_MODEL_FORM", "torch_eager")
 
 

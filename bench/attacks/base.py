@@ -158,6 +158,15 @@ class Attack:
     def param_names(cls) -> tuple[str, ...]:
         return ()
 
+    @property
+    def planned_passes(self) -> int:
+        """Model passes per sample and epsilon, at most: the query budget, or steps x restarts (100 steps when
+        the attack has no ``steps``). What ``eval.model_form=auto`` weighs against the cost of compiling."""
+        if self.max_queries is not None:
+            return int(self.max_queries)
+        steps = self.params.get("steps", self.params.get("max_iter", 100))
+        return int(steps or 1) * int(self.params.get("restarts", 1) or 1)
+
     def prepare(self, context: AttackContext) -> None:
         """Called once per experiment before any batch; most attacks need nothing."""
 

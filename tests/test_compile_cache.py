@@ -1,0 +1,98 @@
+"""Compilation paid once (issue 16, item 3): compiled forms reuse the artefacts of an earlier run on the machine.
+
+Behaviour, never timing: a second process preparing the same architecture in the same form traces no graph
+(dynamo's cache answers), the key separates what the compiled code depends on, a broken artefact is reported
+and replaced, and ``auto`` stays eager when a run is too short to repay compiling unless artefacts are cached.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from bench import compile_cache
+from bench.model_forms import AUTO, attack_model
+
+SNIPPET = """
+import json, torch
+from torch._dynamo.utils import counters
+from bench.model_forms import attack_model
+torch.manual_seed(0)
+net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(), torch.nn.Flatten(),
+                          torch.nn.Linear(4 * 26 * 26, 2)).eval()
+form = attack_model(net, "torch_compile", "cpu", torch.rand(8, 1, 28, 28))
+print(json.dumps({"note": form.note, "form": form.form, "gap": form.gap,
+                  "counters": {k: dict(v) for k, v in counters.items()}}))
+"""
+
+
+def small_net(seed: int = 0, width: int = 4) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Conv2d(1, width, 3), torch.nn.BatchNorm2d(width), torch.nn.ReLU(),
+                               torch.nn.Flatten(), torch.nn.Linear(width * 26 * 26, 2)).eval()
+
+
+def prepare_in_new_process(cache: Path, inductor: Path) -> dict:
+    env = {**os.environ, compile_cache.ENV: str(cache), "TORCHINDUCTOR_CACHE_DIR": str(inductor)}
+    out = subprocess.run([sys.executable, "-c", SNIPPET], env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    """The same preparation in two fresh processes sharing one cache: (first, second, cache folder)."""
+    root = tmp_path_factory.mktemp("compile_cache")
+    cache, inductor = root / "artefacts", root / "inductor"
+    first = prepare_in_new_process(cache, inductor)
+    second = prepare_in_new_process(cache, inductor)
+    return first, second, cache, inductor
+
+
+def test_the_second_run_reuses_the_first_runs_compiled_graphs_without_tracing(two_runs):
+    first, second, cache, _ = two_runs
+    assert first["form"] == second["form"] == "torch_compile" and first["gap"] <= 1 and second["gap"] <= 1
+    assert "saved to" in first["note"] and first["counters"]["stats"]["unique_graphs"] >= 2  # one per grad mode
+    assert "reused from" in second["note"] and str(cache) in second["note"]
+    assert second["counters"]["dynamo_cache"].get("dynamo_cache_hit", 0) >= 1
+    assert "stats" not in second["counters"] or not second["counters"]["stats"].get("unique_graphs")  # no tracing
+
+
+def test_a_broken_artefact_is_reported_compiled_afresh_and_replaced(two_runs, tmp_path):
+    _, _, cache, inductor = two_runs
+    broken = tmp_path / "artefacts"
+    broken.mkdir()
+    for f in cache.iterdir():
+        (broken / f.name).write_bytes(b"not a torch cache")
+    run = prepare_in_new_process(broken, inductor)
+    assert run["form"] == "torch_compile" and run["gap"] <= 1
+    assert "could not load" in run["note"] and "compiled afresh" in run["note"]
+    assert all(f.read_bytes() != b"not a torch cache" for f in broken.iterdir())
+
+
+def test_the_key_follows_what_compiled_code_depends_on_but_not_the_weight_values():
+    cpu = torch.device("cpu")
+    x = torch.rand(4, 1, 28, 28)
+    key = compile_cache.cache_key(small_net(0), "torch_compile", cpu, x)
+    assert compile_cache.cache_key(small_net(1), "torch_compile", cpu, x) == key  # retrained: graphs still apply
+    assert compile_cache.cache_key(small_net(0, width=8), "torch_compile", cpu, x) != key  # another architecture
+    assert compile_cache.cache_key(small_net(0), "torch_compile_channels_last", cpu, x) != key
+    assert compile_cache.cache_key(small_net(0), "torch_compile", cpu, torch.rand(4, 1, 28, 28).double()) != key
+
+
+def test_auto_stays_eager_for_a_short_run_and_compiles_when_artefacts_are_cached(two_runs, monkeypatch):
+    _, _, cache, inductor = two_runs
+    x = torch.rand(8, 1, 28, 28)
+    monkeypatch.setenv(compile_cache.ENV, str(cache.parent / "empty"))
+    short = attack_model(small_net(0), AUTO, "cpu", x, planned_passes=500)
+    assert short.form == "torch_eager" and "would not repay compiling" in short.note
+    monkeypatch.setenv(compile_cache.ENV, str(cache))
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(inductor))
+    cached = attack_model(small_net(0), AUTO, "cpu", x, planned_passes=500)
+    assert cached.form == "torch_compile" and "reused from" in cached.note
