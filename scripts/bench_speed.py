@@ -2,12 +2,15 @@
 
     python scripts/bench_speed.py --zoo ../main/models                       # the CPU target configuration
     python scripts/bench_speed.py --measures pgd_fixed --libraries ours torchattacks --n-images 32 --steps 5 --repeats 1
+    python scripts/bench_speed.py --zoo models --model resnet18_native --measures battery --libraries ours torchattacks
 
 On one model, data split, device, batch size and budget: the model's forward
 and forward+backward rates in each model form (limit_*), our L-inf PGD and the
 same attack in torchattacks, foolbox, ART and adv-lib (pgd_fixed), a
 four-epsilon evaluation done each library's way against our battery
-(pgd_4eps), Square with 1,000 queries (square), and time against the number
+(pgd_4eps), Square with 1,000 queries (square), the whole standard battery
+end to end (form preparation and records included) against torchattacks'
+AutoAttack run once per epsilon (battery: only when named), and time against the number
 of images and of steps (scale_*). Writes results/perf/<device>_<model>_<dataset>.csv
 (rows of the measures re-run are replaced, others kept), a JSON sidecar and a
 section of results/perf/README.md. Peers need the [compare] extra; a missing
@@ -25,6 +28,7 @@ from pathlib import Path
 import torch
 
 from bench.benchmark import MEASURES, SpeedConfig, run_suite, write_results
+from bench.benchmark.table import DEFAULT_MEASURES
 from bench.benchmark.inputs import IF_MISSING, load_model, machine
 from bench.model_forms import AUTO, FORMS
 from bench.benchmark.ours import BATTERIES
@@ -64,8 +68,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--p-init", type=float, default=d.p_init)
     p.add_argument("--repeats", type=int, default=d.repeats, help="timed repeats; the median is reported")
     p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--measures", nargs="+", default=list(MEASURES), choices=MEASURES, metavar="MEASURE",
-                   help=f"any of: {', '.join(MEASURES)}")
+    p.add_argument("--measures", nargs="+", default=list(DEFAULT_MEASURES), choices=MEASURES, metavar="MEASURE",
+                   help=f"any of: {', '.join(MEASURES)} (default: all but battery, which runs only when named)")
     p.add_argument("--libraries", nargs="+", default=list(LIBRARIES), metavar="LIB",
                    help=f"any of: {', '.join(LIBRARIES)} (art, adv_lib also accepted)")
     p.add_argument("--forms", nargs="+", default=None, choices=list(FORMS), metavar="FORM",

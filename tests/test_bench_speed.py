@@ -211,3 +211,46 @@ def test_targets_are_computed_from_the_rows_and_name_what_fails():
     assert "square" not in found  # no square rows: nothing to check
     on_gpu = render_markdown(rows, {"title": "cuda_m_d"})
     assert "- pgd_4eps: not a target on cuda" in on_gpu and "- efficiency: met" in on_gpu
+
+
+def test_battery_row_is_the_standard_battery_end_to_end_with_the_exact_robust_accuracy(tmp_path, monkeypatch):
+    """Issue 16's measure: ours runs conf/battery/standard.yaml as `medbench attack` does (form prepared inside
+    the timing, records written); on the threshold model every epsilon's robust accuracy is known exactly."""
+    monkeypatch.setenv("MEDBENCH_COMPILE_CACHE", str(tmp_path / "compile_cache"))
+    model, x, y = threshold_problem()
+    (row,) = run_suite(tiny_config(measures=("battery",)), model, x, y, TASK, 2, log=quiet)
+    assert (row.measure, row.library, row.n_images, row.n_eps) == ("battery", "ours", len(OFFSETS), 4)
+    assert row.extra["attacks"] == ["apgd_ce", "apgd_margin", "fmn_linf", "square_linf"]
+    assert row.extra["model_form"] == "torch_eager" and row.seconds > 0
+    assert list(row.extra["robust_by_eps"].values()) == pytest.approx(ROBUST_BY_EPS)
+    assert row.robust_acc == pytest.approx(sum(ROBUST_BY_EPS) / 4)
+
+
+def test_autoattack_battery_runs_where_torchattacks_is_installed_and_says_what_differs():
+    """AutoAttack once per epsilon; on a binary task APGD-T cannot run (DLR needs 4 classes) and the row says so."""
+    try:
+        PEERS["torchattacks"].load()
+    except LibraryMissing as missing:
+        assert 'pip install -e ".[compare]"' in str(missing)
+        return
+    model, x, y = threshold_problem()
+    (row,) = run_suite(tiny_config(measures=("battery",), libraries=("torchattacks",)), model, x, y, TASK, 2, log=quiet)
+    assert "APGD-T left out" in row.extra["mismatch"] and not row.note
+    assert list(row.extra["robust_by_eps"].values()) == pytest.approx(ROBUST_BY_EPS)
+
+
+def test_battery_target_needs_twice_autoattacks_speed_and_never_a_higher_robust_accuracy():
+    def rows(ours_s: float, ours_by: dict) -> list[Row]:
+        aa = Row("battery", "torchattacks", 624, n_eps=2, seconds=100.0)
+        aa.extra["robust_by_eps"] = {"0.00392157": 0.70, "0.00784314": 0.50}
+        ours = Row("battery", "ours", 624, n_eps=2, seconds=ours_s)
+        ours.extra.update(robust_by_eps=ours_by, form_prepare_s=4.0)
+        return [ours, aa]
+
+    same = {"0.00392157": 0.70, "0.00784314": 0.49}
+    (met,) = [v for v in verdicts(rows(40.0, same), "cpu") if v.name == "battery"]
+    assert met.met and "2.50x AutoAttack" in met.detail
+    (slow,) = [v for v in verdicts(rows(60.0, same), "cpu") if v.name == "battery"]
+    assert not slow.met
+    (weaker,) = [v for v in verdicts(rows(10.0, {"0.00392157": 0.72, "0.00784314": 0.49}), "cpu") if v.name == "battery"]
+    assert not weaker.met and "higher at 0.00392157 (0.720 > 0.700)" in weaker.detail

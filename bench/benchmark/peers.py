@@ -95,6 +95,7 @@ class SquareResult:
 PgdFn = Callable[[object, Problem, PgdSettings], torch.Tensor]
 PgdManyFn = Callable[[object, Problem, PgdSettings, list[float]], list[torch.Tensor]]
 SquareFn = Callable[[object, Problem, SquareSettings], SquareResult]
+BatteryFn = Callable[[object, Problem, "BatterySettings"], tuple[list[torch.Tensor], str]]
 
 
 @dataclass
@@ -110,6 +111,7 @@ class Library:
     pgd: PgdFn
     square: SquareFn | None = None
     pgd_many: PgdManyFn | None = None
+    battery: "BatteryFn | None" = None  # the library's several-epsilon battery (AutoAttack): (advs, note)
     mismatch: dict[str, str] = field(default_factory=dict)
 
     def load(self) -> object:
@@ -259,10 +261,49 @@ def _adv_lib_pgd(adv_lib, problem: Problem, s: PgdSettings) -> torch.Tensor:
     ])
 
 
+@dataclass(frozen=True)
+class BatterySettings:
+    """The several-epsilon battery budget: ours is conf/battery/standard.yaml, the peer AutoAttack's standard."""
+
+    epsilons: tuple[float, ...]
+    seed: int
+
+
+AUTOATTACK_MIN_CLASSES_FOR_DLR = 4  # the targeted DLR loss reads the 3rd and 4th largest logits
+
+
+def autoattack_attacks(ta, model: nn.Module, eps: float, num_classes: int, seed: int) -> tuple[object, str]:
+    """torchattacks' AutoAttack, standard version (APGD-CE, APGD-T, FAB-T, Square 5,000), as its users run it,
+    and what differs. With fewer than 4 classes APGD-T cannot run (its targeted DLR loss indexes the 3rd and
+    4th logits: an IndexError on a binary task), so it is left out and the rest run as AutoAttack runs them."""
+    if num_classes >= AUTOATTACK_MIN_CLASSES_FOR_DLR:
+        return ta.AutoAttack(model, norm="Linf", eps=eps, version="standard", n_classes=num_classes, seed=seed), ""
+    attacks = [
+        ta.APGD(model, eps=eps, norm="Linf", seed=seed, loss="ce", n_restarts=1),
+        ta.FAB(model, eps=eps, norm="Linf", seed=seed, multi_targeted=True, n_classes=num_classes, n_restarts=1),
+        ta.Square(model, eps=eps, norm="Linf", seed=seed, n_queries=5000, n_restarts=1),
+    ]
+    return ta.MultiAttack(attacks), (f"{num_classes} classes: APGD-T left out (its targeted DLR loss needs >= "
+                                     f"{AUTOATTACK_MIN_CLASSES_FOR_DLR}); APGD-CE, FAB-T and Square 5,000 as in "
+                                     f"AutoAttack's standard version")
+
+
+def _torchattacks_autoattack(ta, problem: Problem, s: BatterySettings) -> tuple[list[torch.Tensor], str]:
+    """AutoAttack once per epsilon (as its users run it), every batch; the adversarial images per epsilon."""
+    advs, note = [], ""
+    for eps in s.epsilons:
+        attack, note = autoattack_attacks(ta, problem.model, eps, problem.num_classes, s.seed)
+        advs.append(torch.cat([attack(xb, yb).detach() for xb, yb in problem.batches()]))
+    return advs, note
+
+
 PEERS: dict[str, Library] = {
     "torchattacks": Library(
         "torchattacks", "torchattacks", _torchattacks_pgd, square=_torchattacks_square,
+        battery=_torchattacks_autoattack,
         mismatch={
+            "battery": "AutoAttack (standard) where ours runs the standard battery: APGD-T and FAB-T where ours runs "
+                       "APGD with the margin loss and FMN; every sample at every epsilon (ours: nested epsilons)",
             "pgd": "returns the last iterate (ours keeps the first that fools)",
             "square": "n_queries = queries - 1 (its initial query is extra); one square window position per "
                       "iteration for the whole batch (ours: one per sample)",

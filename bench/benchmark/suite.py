@@ -25,7 +25,7 @@ from bench.benchmark.limits import DEFAULT_FORMS, forward_backward_pass, forward
 from bench.benchmark.measure import Measurement, measure
 from bench.benchmark.ours import BATTERIES, OURS, evaluate_many
 from bench.benchmark.peers import ALIASES, PEERS, Library, LibraryMissing, PgdSettings, Problem, SquareResult, SquareSettings
-from bench.benchmark.table import MEASURES, Row
+from bench.benchmark.table import DEFAULT_MEASURES, MEASURES, Row
 from bench.errors import ConfigError, ThreatModelViolation, unknown_choice
 from bench.model_forms import AUTO, FORMS, AttackModel, attack_model
 from bench.tasks import Task
@@ -46,7 +46,7 @@ def canonical_library(name: str) -> str:
 class SpeedConfig:
     """Everything a run depends on; the defaults are the CPU target configuration of the issue."""
 
-    measures: tuple[str, ...] = MEASURES
+    measures: tuple[str, ...] = DEFAULT_MEASURES
     libraries: tuple[str, ...] = tuple(LIBRARIES)
     forms: tuple[str, ...] | None = None  # None: DEFAULT_FORMS of the device type
     device: str = "cpu"
@@ -393,6 +393,77 @@ def square(suite: Suite) -> None:
         suite.add(row)
 
 
+def battery(suite: Suite) -> None:
+    """The whole evaluation users run: our standard battery end to end (form preparation and records included,
+    as ``medbench attack battery=standard``) against AutoAttack once per epsilon. One timed run each: there is no
+    warm-up, because what a user waits for includes the first call. Robust accuracy per epsilon is in the row;
+    a battery faster but weaker than AutoAttack does not count (``bench.benchmark.targets``)."""
+    import tempfile
+    from pathlib import Path
+
+    from bench.benchmark.ours import standard_battery
+    from bench.benchmark.peers import BatterySettings
+
+    cfg = suite.cfg
+    epsilons = list(cfg.epsilons)
+    settings = BatterySettings(tuple(epsilons), cfg.seed)
+    for lib_name in cfg.libraries:
+        library = LIBRARIES[lib_name]
+        if lib_name != "ours" and library.battery is None:
+            suite.log(f"note: {lib_name} has no AutoAttack-style battery: no battery row")
+            continue
+        row = Row("battery", lib_name, n_images=cfg.n_images, n_eps=len(epsilons))
+        module = suite.library_or_empty_row(lib_name, row)
+        if module is None:
+            continue
+        problem = suite.problem(cfg.n_images)
+        if suite.over_budget():
+            row.note = "skipped: the --max-minutes budget was spent"
+            suite.add(row)
+            continue
+        with tempfile.TemporaryDirectory(prefix="medbench-battery-") as tmp:
+            if lib_name == "ours":
+                run = lambda p: standard_battery(suite.model, p, epsilons, cfg.seed, cfg.ours_form,  # noqa: E731
+                                                 Path(tmp) / "records")
+            else:
+                run = lambda p, library=library, module=module: library.battery(module, p, settings)  # noqa: E731
+            try:
+                suite.reseed()
+                result = measure(lambda: run(problem), 1, suite.device, suite.deadline)
+            except Exception as exc:
+                if cfg.strict:
+                    raise
+                row.note = f"failed: {type(exc).__name__}: {str(exc)[:200]}"
+                suite.add(row)
+                continue
+        row.seconds, row.peak_mem_mb = result.median_s, result.peak_mem_mb
+        row.images_per_s = cfg.n_images / row.seconds if row.seconds > 0 else None
+        if lib_name == "ours":
+            robust, info = result.result
+            row.extra.update(info)
+        else:
+            advs, mismatch_note = result.result
+            for eps, adv in zip(epsilons, advs):
+                try:
+                    check_threat_model(problem.x, adv.to(problem.x.device), eps, "linf", lib_name)
+                except ThreatModelViolation as exc:
+                    row.note = (row.note + "; " if row.note else "") + f"outside the threat model: {exc}"
+            robust = suite_score(suite, problem, advs)
+            suite._mismatch(row, library, "battery")
+            if mismatch_note:
+                row.extra["mismatch"] = f"{row.extra.get('mismatch', '')}; {mismatch_note}".strip("; ")
+        by_eps = robust.float().mean(1)
+        row.robust_acc = float(by_eps.mean())
+        row.extra["robust_by_eps"] = {f"{e:.6g}": round(float(r), 4) for e, r in zip(epsilons, by_eps)}
+        suite.add(row)
+
+
+def suite_score(suite: Suite, problem: Problem, advs: list[torch.Tensor]) -> torch.Tensor:
+    """(n_eps, N) robust, every library's examples scored by the same eager model."""
+    scoring = Problem(suite.model, problem.x, problem.y, problem.task, problem.num_classes, problem.batch_size)
+    return evaluate_many(scoring, [a.to(problem.x.device) for a in advs])
+
+
 def scale_images(suite: Suite) -> None:
     for lib in suite.cfg.scale_libraries:
         for n in suite.cfg.scale_sizes:
@@ -411,6 +482,7 @@ MEASURE_FNS: dict[str, Callable[[Suite], None]] = {
     "pgd_fixed": pgd_fixed,
     "pgd_4eps": pgd_4eps,
     "square": square,
+    "battery": battery,
     "scale_images": scale_images,
     "scale_steps": scale_steps,
 }

@@ -20,7 +20,11 @@ from bench.atomic import atomic_write
 
 COLUMNS = ("measure", "library", "n_images", "n_eps", "steps", "seconds", "images_per_s", "passes_per_s",
            "robust_acc", "peak_mem_mb", "median_queries")
-MEASURES = ("limit_forward", "limit_forward_backward", "pgd_fixed", "pgd_4eps", "square", "scale_images", "scale_steps")
+MEASURES = ("limit_forward", "limit_forward_backward", "pgd_fixed", "pgd_4eps", "square", "battery", "scale_images",
+            "scale_steps")
+# What a run measures unless --measures says otherwise: battery (the whole standard battery against AutoAttack,
+# hours on a CPU) runs only when asked for, with its own command (results/perf/README.md).
+DEFAULT_MEASURES = tuple(m for m in MEASURES if m != "battery")
 LIMIT_MEASURES = ("limit_forward", "limit_forward_backward")
 SCALE_MEASURES = ("scale_images", "scale_steps")
 # The row each row is compared with: the eager model for the limits, our attack for everything else.

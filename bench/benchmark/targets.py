@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from bench.benchmark.table import Row, best_limit
 
 THRESHOLDS = {
-    "cpu": {"efficiency": 0.9, "pgd_fixed_speedup": 1.3, "pgd_4eps_speedup": 3.0},
-    "cuda": {"efficiency": 0.85, "pgd_fixed_speedup": 1.5, "pgd_4eps_speedup": 3.0},
+    "cpu": {"efficiency": 0.9, "pgd_fixed_speedup": 1.3, "pgd_4eps_speedup": 3.0, "battery_speedup": 2.0},
+    "cuda": {"efficiency": 0.85, "pgd_fixed_speedup": 1.5, "pgd_4eps_speedup": 3.0, "battery_speedup": 2.0},
 }
 # The issue sets every target on the CPU, and only these two on a GPU; the others are shown there for reference.
-TARGETED = {"cpu": ("efficiency", "pgd_fixed", "pgd_4eps", "square", "memory"), "cuda": ("efficiency", "pgd_fixed")}
+TARGETED = {"cpu": ("efficiency", "pgd_fixed", "pgd_4eps", "square", "memory", "battery"),
+            "cuda": ("efficiency", "pgd_fixed", "battery")}  # battery: issue 16, on both
 ROBUST_TOLERANCE = 0.005  # fixed-step PGD: robust accuracy within 0.5 points of each peer's
 MEMORY_FACTOR = 1.1
 
@@ -84,6 +85,23 @@ def pgd_4eps(rows: list[Row], t: dict) -> Verdict | None:
                       else "higher than " + ", ".join(higher)))
 
 
+def battery(rows: list[Row], t: dict) -> Verdict | None:
+    """Issue 16: the standard battery end to end at least 2x AutoAttack's speed, and at no epsilon a higher
+    robust accuracy (a faster, weaker battery does not count)."""
+    ours, aa = _one(rows, "battery", "ours"), _one(rows, "battery", "torchattacks")
+    if ours is None or aa is None:
+        return None
+    speedup = aa.seconds / ours.seconds
+    ours_by, aa_by = ours.extra.get("robust_by_eps", {}), aa.extra.get("robust_by_eps", {})
+    higher = [f"{eps} ({ours_by[eps]:.3f} > {acc:.3f})" for eps, acc in aa_by.items()
+              if eps in ours_by and ours_by[eps] > acc]
+    return Verdict("battery", speedup >= t["battery_speedup"] and not higher,
+                   f"{speedup:.2f}x AutoAttack ({aa.seconds:.4g} s vs ours {ours.seconds:.4g} s, ours including "
+                   f"{ours.extra.get('form_prepare_s', 0)} s of model-form preparation; target >= "
+                   f"{t['battery_speedup']}x); ours " + ("no higher than AutoAttack's robust accuracy at every epsilon"
+                                                        if not higher else "higher at " + ", ".join(higher)))
+
+
 def square(rows: list[Row], t: dict) -> Verdict | None:
     ours, peers = _one(rows, "square", "ours"), _peers(rows, "square")
     ta = _one(rows, "square", "torchattacks")
@@ -114,7 +132,8 @@ def memory(rows: list[Row], t: dict) -> Verdict | None:
     return Verdict("memory", met, "; ".join(parts) + f" (target <= {MEMORY_FACTOR}x)") if parts else None
 
 
-CHECKS: tuple[Callable[[list[Row], dict], Verdict | None], ...] = (efficiency, pgd_fixed, pgd_4eps, square, memory)
+CHECKS: tuple[Callable[[list[Row], dict], Verdict | None], ...] = (efficiency, pgd_fixed, pgd_4eps, square, battery,
+                                                                   memory)
 
 
 def verdicts(rows: list[Row], device_type: str) -> list[Verdict]:
@@ -134,5 +153,5 @@ def render(rows: list[Row], device_type: str) -> list[str]:
             return f"not a target on {device_type}, {'would be met' if v.met else 'would not be met'}"
         return "met" if v.met else "NOT met"
 
-    return ["", "Targets of issue 5 on this run (computed from the rows above):",
+    return ["", "Targets of issues 5 and 16 on this run (computed from the rows above):",
             *(f"- {v.name}: {status(v)}: {v.detail}" for v in found)]
