@@ -254,3 +254,20 @@ def test_battery_target_needs_twice_autoattacks_speed_and_never_a_higher_robust_
     assert not slow.met
     (weaker,) = [v for v in verdicts(rows(10.0, {"0.00392157": 0.72, "0.00784314": 0.49}), "cpu") if v.name == "battery"]
     assert not weaker.met and "higher at 0.00392157 (0.720 > 0.700)" in weaker.detail
+
+
+def test_the_zoo_model_timed_is_the_newest_undefended_one_even_when_a_defense_is_newer(tmp_path):
+    import os
+
+    from bench.benchmark.inputs import preferred_entry
+
+    def entry(name: str, defense: str, mtime: int):
+        weights = tmp_path / f"resnet18_native_seed0_{name}.safetensors"
+        weights.write_bytes(b"")
+        weights.with_suffix(".json").write_text(json.dumps({"train": {"defense": defense}}))
+        os.utime(weights, (mtime, mtime))
+        return weights
+
+    old_plain, plain, trades = entry("a", "none", 100), entry("b", "none", 200), entry("c", "trades", 300)
+    assert preferred_entry([old_plain, plain, trades]) == plain
+    assert preferred_entry([trades]) == trades  # nothing undefended: the newest, as before

@@ -44,6 +44,23 @@ def model_spec(name: str) -> ModelSpec:
                      float(m.get("mean", 0.5)), float(m.get("std", 0.5)))
 
 
+def _undefended(weights: Path) -> bool:
+    """Whether the zoo entry's card says it was trained without a defense (adversarial or noise training)."""
+    import json
+
+    try:
+        train = json.loads(weights.with_suffix(".json").read_text()).get("train", {})
+    except (OSError, ValueError):
+        return False
+    return str(train.get("defense", "none") or "none") == "none"
+
+
+def preferred_entry(existing: list[Path]) -> Path:
+    """The zoo entry to time: the newest undefended one (a TRADES or noise-trained model shares the recipe's name
+    and seed, but is not the model a speed table describes); the newest of all only if none is undefended."""
+    return max([p for p in existing if _undefended(p)] or existing, key=lambda p: p.stat().st_mtime)
+
+
 def load_model(
     name: str, flag: str, size: int, in_chans: int, num_classes: int, zoo: Path, seed: int = 0,
     checkpoint: Path | None = None, if_missing: str = "error", train_epochs: int = 1, data_root: str | None = None,
@@ -57,7 +74,7 @@ def load_model(
         raise unknown_choice("--if-missing", if_missing, IF_MISSING)
     spec = model_spec(name)
     existing = entries(zoo, flag, size, spec.name, seed)  # however trained (the newest): timing needs the recipe, not the budget
-    path = max(existing, key=lambda p: p.stat().st_mtime) if existing else zoo_path(zoo, flag, size, spec.name, TrainConfig(epochs=train_epochs, seed=seed))
+    path = preferred_entry(existing) if existing else zoo_path(zoo, flag, size, spec.name, TrainConfig(epochs=train_epochs, seed=seed))
     existed = bool(existing)
     if existed or if_missing == "train":
         try:
