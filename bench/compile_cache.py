@@ -121,6 +121,7 @@ def reusing_compiled(key: str) -> Iterator[CacheUse]:
                 use.loaded = True
             except Exception as exc:
                 use.problem = f"could not load {use.path}: {type(exc).__name__}: {str(exc)[:200]}; compiled afresh"
+                use.path.unlink(missing_ok=True)  # never tried again; rewritten below if this run compiles anew
         yield use
         if not use.loaded:
             try:

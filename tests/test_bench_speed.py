@@ -218,8 +218,11 @@ def test_battery_row_is_the_standard_battery_end_to_end_with_the_exact_robust_ac
     the timing, records written); on the threshold model every epsilon's robust accuracy is known exactly."""
     monkeypatch.setenv("MEDBENCH_COMPILE_CACHE", str(tmp_path / "compile_cache"))
     model, x, y = threshold_problem()
-    (row,) = run_suite(tiny_config(measures=("battery",)), model, x, y, TASK, 2, log=quiet)
+    tiny = tuple(f"battery.attacks.{a}.params.steps=20" for a in ("apgd_ce", "apgd_margin", "fmn_linf")) + (
+        "battery.attacks.square_linf.params.max_queries=200",)
+    (row,) = run_suite(tiny_config(measures=("battery",), battery_overrides=tiny), model, x, y, TASK, 2, log=quiet)
     assert (row.measure, row.library, row.n_images, row.n_eps) == ("battery", "ours", len(OFFSETS), 4)
+    assert row.note.startswith("budgets overridden: battery.attacks.apgd_ce.params.steps=20")
     assert row.extra["attacks"] == ["apgd_ce", "apgd_margin", "fmn_linf", "square_linf"]
     assert row.extra["model_form"] == "torch_eager" and row.seconds > 0
     assert list(row.extra["robust_by_eps"].values()) == pytest.approx(ROBUST_BY_EPS)

@@ -73,6 +73,7 @@ def test_a_broken_artefact_is_reported_compiled_afresh_and_replaced(two_runs, tm
     run = prepare_in_new_process(broken, inductor)
     assert run["form"] == "torch_compile" and run["gap"] <= 1
     assert "could not load" in run["note"] and "compiled afresh" in run["note"]
+    # removed, or rewritten where this process compiled something torch's own caches did not already hold
     assert all(f.read_bytes() != b"not a torch cache" for f in broken.iterdir())
 
 

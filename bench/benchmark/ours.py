@@ -98,10 +98,11 @@ def evaluate_many(problem: Problem, advs: list[torch.Tensor]) -> torch.Tensor:
 
 
 def standard_battery(model: torch.nn.Module, problem: Problem, epsilons: list[float], seed: int, form: str,
-                     records_root: Path) -> tuple[torch.Tensor, dict]:
+                     records_root: Path, overrides: tuple[str, ...] = ()) -> tuple[torch.Tensor, dict]:
     """Our standard battery exactly as ``medbench attack battery=standard`` runs it, end to end: the attacks of
     conf/battery/standard.yaml (sequential, nested epsilons), the model form prepared for this run (a fresh copy,
     so compilation or loading cached artefacts is inside the timing) and per-sample records written to disk.
+    ``overrides`` are Hydra overrides of the battery (tests shrink its budgets; a measured row has none).
     Returns the (n_eps, N) robust matrix and what the run reports (form, preparation time, cache use)."""
     from bench.config import compose, to_dict
     from bench.evaluate import attack_batch
@@ -109,7 +110,7 @@ def standard_battery(model: torch.nn.Module, problem: Problem, epsilons: list[fl
     from bench.model_forms import attack_model, frozen_copy, running_form
     from bench.records import RecordSet
 
-    cfg = compose(["battery=standard", f"seed={seed}"])
+    cfg = compose(["battery=standard", f"seed={seed}", *overrides])
     plan = build_plan(cfg)
     for planned in plan:  # the battery's own epsilons are 1, 2, 4, 8/255; a run may ask for others
         planned.epsilons = list(epsilons)

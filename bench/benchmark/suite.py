@@ -66,6 +66,7 @@ class SpeedConfig:
     scale_libraries: tuple[str, ...] = ("ours", "torchattacks")
     ours_battery: str = "engine"
     ours_form: str = "auto"  # the model form our attacks run (bench.model_forms); peers always get the eager model
+    battery_overrides: tuple[str, ...] = ()  # Hydra overrides of our standard battery (tests: tiny budgets)
     numerics: bool = True
     warmup: bool = True
     max_minutes: float | None = None
@@ -424,7 +425,9 @@ def battery(suite: Suite) -> None:
         with tempfile.TemporaryDirectory(prefix="medbench-battery-") as tmp:
             if lib_name == "ours":
                 run = lambda p: standard_battery(suite.model, p, epsilons, cfg.seed, cfg.ours_form,  # noqa: E731
-                                                 Path(tmp) / "records")
+                                                 Path(tmp) / "records", cfg.battery_overrides)
+                if cfg.battery_overrides:
+                    row.note = "budgets overridden: " + " ".join(cfg.battery_overrides)
             else:
                 run = lambda p, library=library, module=module: library.battery(module, p, settings)  # noqa: E731
             try:
