@@ -3,9 +3,9 @@
 Attacks spend nearly all their time in the model's forward and input-gradient
 backward passes, so the fastest *form* of the model is the engine's biggest
 lever. A form must compute the same function: ``attack_model`` builds the form,
-compares its logits with the eager model's on real inputs and refuses it (or, for
-``auto``, falls back to channels_last) when they differ by more than float
-rounding. The benchmark (``bench/benchmark/limits.py``) measures every form's
+compares its logits with the eager model's on real inputs and refuses it (``auto``
+leaves it out) when they differ by more than float rounding. ``auto`` times every
+checked candidate on the run's own model and inputs and keeps the fastest. The benchmark (``bench/benchmark/limits.py``) measures every form's
 raw rate and our PGD's robust accuracy against it.
 
 Forms are a registry (name -> builder); every builder returns an ``nn.Module``
@@ -29,9 +29,15 @@ from bench.errors import ConfigError, unknown_choice
 FormBuilder = Callable[[nn.Module, torch.device], nn.Module]
 FORMS: dict[str, FormBuilder] = {}
 AUTO = "auto"
-# What ``auto`` picks, per device type: compiled with dynamic batch sizes (early stopping shrinks batches).
-AUTO_FORM = {"cpu": "torch_compile", "cuda": "torch_compile_channels_last"}
-AUTO_FALLBACK = "torch_channels_last"  # when compilation fails (no C++ compiler, unsupported model)
+# The forms ``auto`` times on the run's own model and inputs, per device type (it keeps the fastest). Which wins
+# depends on the model and the machine, so it is measured, not assumed: on the 2-core CPU of results/perf the
+# compiled resnet18_28 runs 1.85x eager's forward+backward rate, while the compiled resnet18_native (28x28)
+# runs 0.6-0.9x eager's (its convolutions are too small for inductor's kernels to pay their overhead).
+AUTO_CANDIDATES = {"cpu": ("torch_eager", "torch_channels_last", "torch_compile"),
+                   "cuda": ("torch_eager", "torch_channels_last", "torch_compile_channels_last")}
+# Another form replaces eager only if it is this much faster: eager is the exact reference, and timing noise
+# on a shared machine is ~5%, so a tie never trades exactness for nothing.
+AUTO_MIN_GAIN = 1.1
 # Tolerance of the numerics check: |logit difference| <= ATOL + RTOL * |eager logit|. float32 reassociation
 # (another conv algorithm, fused BatchNorm) moves logits by ~1e-5; TF32 convolutions on GPUs by ~1e-3.
 ATOL, RTOL = 2e-3, 2e-3
@@ -207,8 +213,7 @@ class AttackModel:
 
 
 def resolve_form(form: str, device: torch.device) -> str:
-    if form == AUTO:
-        return AUTO_FORM.get(device.type, AUTO_FALLBACK)
+    """A named form, checked against the registry (``auto`` is resolved by measurement in ``attack_model``)."""
     if form not in FORMS:
         raise unknown_choice("eval.model_form", form, [AUTO, *FORMS],
                              "Set eval.model_form to one of them (auto: compiled where it works, checked).")
@@ -216,11 +221,11 @@ def resolve_form(form: str, device: torch.device) -> str:
 
 
 COMPILED_FORMS = ("torch_compile", "torch_compile_channels_last")  # prepared through bench.compile_cache
-# ``auto`` compiles only when the run is long enough to repay it: compiling with a cold cache costs about 30 s
-# on a 2-core CPU and saves about 1 ms per sample and model pass (resnet18_native at 28x28: 4.5 against 3.5 ms
-# forward+backward, measured under load); on the H200 of results/perf (ResNet-50 at 224) it saves ~0.12 ms per
-# sample-pass against about a minute of compilation. Reused artefacts (bench.compile_cache) cost a few seconds,
-# so a cached form is always used.
+# ``auto`` tries compiling only when the run is long enough to repay it: compiling with a cold cache costs about
+# 30 s on a 2-core CPU and saves at most ~1 ms per sample and model pass where it helps (resnet18_28: 4.8 against
+# 8.8 ms forward+backward); on the H200 of results/perf (ResNet-50 at 224) it saves ~0.12 ms per sample-pass
+# against about a minute of compilation. Reused artefacts (bench.compile_cache) cost a few seconds, so a cached
+# form is always tried.
 COMPILE_REPAID_AFTER = {"cpu": 30_000, "cuda": 500_000}  # sample-passes (samples x passes per sample)
 
 
@@ -273,28 +278,45 @@ def _uncheckable(model: nn.Module) -> str:
     return ""
 
 
+def samples_per_second(module: nn.Module, x: torch.Tensor, rounds: int = 3) -> float:
+    """The rate attacks see from ``module`` on ``x``: sample-passes per second of a forward without autograd
+    plus a forward and input-gradient pass, on the full batch and on a quarter of it (early stopping shrinks
+    batches), best of ``rounds`` (the minimum is the least noisy estimate on a shared machine)."""
+    batches = [x, x[: max(2, len(x) // 4)]]
+
+    def once() -> None:
+        for batch in batches:
+            with torch.no_grad():
+                module(batch)
+            xg = batch.detach().clone().requires_grad_(True)
+            torch.autograd.grad(module(xg).float().logsumexp(1).sum(), xg)
+        if x.is_cuda:
+            torch.cuda.synchronize(x.device)
+
+    once()
+    seconds = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        once()
+        seconds.append(time.perf_counter() - started)
+    return 2 * sum(len(b) for b in batches) / max(min(seconds), 1e-9)
+
+
 def attack_model(model: nn.Module, form: str, device: str | torch.device, check_inputs: torch.Tensor,
                  planned_passes: float | None = None) -> AttackModel:
-    """The model in ``form`` (``auto``: the device's fastest checked form), numerics checked on ``check_inputs``.
+    """The model in ``form`` (``auto``: the fastest checked form, timed here), numerics checked on ``check_inputs``.
 
     Built once per (model, form) and cached, so every attack and batch of an
     experiment shares one compilation; compiled forms also reuse the artefacts
     of earlier runs on this machine (``bench.compile_cache``). An explicitly
-    named form that fails the check raises ``NumericsError``; ``auto`` falls
-    back to channels_last instead, and stays eager when ``planned_passes`` (the
-    run's samples x model passes per sample) would not repay compiling.
+    named form that fails the check raises ``NumericsError``; ``auto`` leaves
+    it out instead, and does not compile when ``planned_passes`` (the run's
+    samples x model passes per sample) would not repay it.
     """
     dev = torch.device(device)
+    if form == AUTO:
+        return _fastest_form(model, dev, check_inputs, planned_passes)
     name = resolve_form(form, dev)
-    if form == AUTO and name in COMPILED_FORMS and not _uncheckable(model):
-        from bench.compile_cache import artefact_path, cache_key
-
-        cached = artefact_path(cache_key(model, name, dev, check_inputs)).is_file()
-        if not worth_compiling(dev, planned_passes, cached):
-            eager_form = attack_model(model, "torch_eager", dev, check_inputs)
-            return AttackModel(eager_form.module, "torch_eager", eager_form.prepare_s, eager_form.gap,
-                               f"auto: eager, since about {planned_passes:,.0f} sample-passes would not repay "
-                               f"compiling (threshold {COMPILE_REPAID_AFTER.get(dev.type, 0):,}; nothing cached)")
     uncheckable = _uncheckable(model)
     if uncheckable and name != "torch_eager":
         eager_form = attack_model(model, "torch_eager", dev, check_inputs)
@@ -303,9 +325,7 @@ def attack_model(model: nn.Module, form: str, device: str | torch.device, check_
     cached = _CACHE.setdefault(model, {})
     if name in cached:
         return cached[name]
-    x = check_inputs.to(dev)
-    if len(x) < 2:
-        x = torch.cat([x, x.flip(-1)]) if len(x) else x  # dynamic shapes are specialised at batch size 1
+    x = _check_batch(check_inputs.to(dev))
     reference = frozen_copy(model, dev)
     with torch.no_grad():
         ref_logits = reference(x).float()
@@ -326,17 +346,63 @@ def attack_model(model: nn.Module, form: str, device: str | torch.device, check_
         problem = "" if gap <= 1 else (f"its logits differ from the eager model's by up to {gap:.1f}x the tolerance "
                                        f"(atol {atol:g}, rtol {rtol:g})")
     except Exception as exc:  # compilation needs a C++ compiler (CPU) or Triton (GPU); some models do not trace
-        module, gap, problem = reference, float("inf"), f"it failed to build: {type(exc).__name__}: {str(exc)[:300]}"
+        problem = f"it failed to build: {type(exc).__name__}: {str(exc)[:300]}"
     if name == "torch_eager":
         gap, problem = 0.0, ""  # eager is the reference itself (a randomised model's two forwards differ)
     if problem:
-        if form != AUTO:
-            raise NumericsError(f"eval.model_form={name!r} cannot be used: {problem}. "
-                                f"Use eval.model_form=torch_eager (always exact) or auto.")
-        fallback = attack_model(model, AUTO_FALLBACK, dev, x)
-        result = AttackModel(fallback.module, fallback.form, time.perf_counter() - started + fallback.prepare_s,
-                             fallback.gap, f"auto: {name} not used ({problem}); using {AUTO_FALLBACK}")
-    else:
-        result = AttackModel(module, name, time.perf_counter() - started, gap, cache_note)
+        raise NumericsError(f"eval.model_form={name!r} cannot be used: {problem}. "
+                            f"Use eval.model_form=torch_eager (always exact) or auto.")
+    result = AttackModel(module, name, time.perf_counter() - started, gap, cache_note)
     cached[name] = result
+    return result
+
+
+def _check_batch(x: torch.Tensor) -> torch.Tensor:
+    """At least two inputs: dynamic shapes are specialised at batch size 1."""
+    return torch.cat([x, x.flip(-1)]) if 0 < len(x) < 2 else x
+
+
+def _fastest_form(model: nn.Module, dev: torch.device, check_inputs: torch.Tensor,
+                  planned_passes: float | None) -> AttackModel:
+    """``auto``: every candidate form of the device that passes the numerics check (compiled ones only when the
+    run repays compiling), timed on the run's inputs; the fastest wins if it beats eager by ``AUTO_MIN_GAIN``.
+    The note says what each candidate measured, so a row's form choice can be read back from its log."""
+    cached = _CACHE.setdefault(model, {})
+    if AUTO in cached:
+        return cached[AUTO]
+    started = time.perf_counter()
+    uncheckable = _uncheckable(model)
+    if uncheckable:
+        eager_form = attack_model(model, "torch_eager", dev, check_inputs)
+        result = AttackModel(eager_form.module, "torch_eager", eager_form.prepare_s, eager_form.gap,
+                             f"auto: torch_eager, since {uncheckable}, so no form can be checked against eager")
+        cached[AUTO] = result
+        return result
+    x = _check_batch(check_inputs.to(dev))
+    notes: list[str] = []
+    timed: dict[str, tuple[AttackModel, float]] = {}
+    for name in AUTO_CANDIDATES.get(dev.type, AUTO_CANDIDATES["cpu"]):
+        if name in COMPILED_FORMS:
+            from bench.compile_cache import artefact_path, cache_key
+
+            if not worth_compiling(dev, planned_passes, artefact_path(cache_key(model, name, dev, x)).is_file()):
+                notes.append(f"{name} not tried: about {planned_passes:,.0f} sample-passes would not repay "
+                             f"compiling (threshold {COMPILE_REPAID_AFTER.get(dev.type, 0):,}; nothing cached)")
+                continue
+        try:
+            built = attack_model(model, name, dev, x)
+        except NumericsError as exc:
+            notes.append(f"{name} not used ({str(exc).split(' cannot be used: ')[-1].split('. Use ')[0]})")
+            continue
+        timed[name] = (built, samples_per_second(built.module, x))
+    eager_rate = timed["torch_eager"][1]
+    best = max(timed, key=lambda n: timed[n][1])
+    if best != "torch_eager" and timed[best][1] < AUTO_MIN_GAIN * eager_rate:
+        best = "torch_eager"
+    rates = ", ".join(f"{n} {rate:,.0f}" + (f" [{built.note}]" if built.note else "") for n, (built, rate) in timed.items())
+    chosen = timed[best][0]
+    note = f"auto: {best}, the fastest checked form (sample-passes/s: {rates}; another form must beat eager by " \
+           f"{AUTO_MIN_GAIN:g}x)" + "".join(f"; {n}" for n in notes)
+    result = AttackModel(chosen.module, best, time.perf_counter() - started, chosen.gap, note)
+    cached[AUTO] = result
     return result

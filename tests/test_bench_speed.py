@@ -229,6 +229,23 @@ def test_battery_row_is_the_standard_battery_end_to_end_with_the_exact_robust_ac
     assert row.robust_acc == pytest.approx(sum(ROBUST_BY_EPS) / 4)
 
 
+def test_a_profiled_battery_gives_the_same_robust_accuracy_and_times_every_attack(tmp_path):
+    """Issue 16 item 5: scripts/profile_battery.py's run is the battery itself, timed per attack."""
+    from bench.benchmark.ours import standard_battery
+
+    model, x, y = threshold_problem()
+    tiny = ("battery.attacks.apgd_ce.params.steps=20", "battery.attacks.square_linf.params.max_queries=50")
+    problem = Problem(model, x, y, TASK, 2, len(x))
+    epsilons = [e / 255 for e in (1, 2, 4, 8)]
+    robust, report = standard_battery(model, problem, epsilons, 0, "torch_eager", tmp_path, tiny, profile=True)
+    assert robust.float().mean(1).tolist() == pytest.approx(ROBUST_BY_EPS)
+    stages = report["profile"]
+    assert list(stages) == ["clean", "apgd_ce", "apgd_margin", "fmn_linf", "square_linf", "records"]
+    assert stages["clean"].forward_samples == len(x)
+    assert stages["apgd_ce"].backward_samples > 0 and stages["square_linf"].backward_samples == 0  # Square: no gradients
+    assert all(s.host_s >= 0 for s in stages.values())
+
+
 def test_autoattack_battery_runs_where_torchattacks_is_installed_and_says_what_differs():
     """AutoAttack once per epsilon; on a binary task APGD-T cannot run (DLR needs 4 classes) and the row says so."""
     try:

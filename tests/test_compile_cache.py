@@ -96,4 +96,5 @@ def test_auto_stays_eager_for_a_short_run_and_compiles_when_artefacts_are_cached
     monkeypatch.setenv(compile_cache.ENV, str(cache))
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(inductor))
     cached = attack_model(small_net(0), AUTO, "cpu", x, planned_passes=500)
-    assert cached.form == "torch_compile" and "reused from" in cached.note
+    # the cached compiled form is tried (and timed against eager) without compiling again; the faster one runs
+    assert "torch_compile" in cached.note and "reused from" in cached.note and "not tried" not in cached.note

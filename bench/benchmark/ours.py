@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from bench.attacks import build_attack
+from bench.benchmark.profile import CLEAN_STAGE, PassTimer
 from bench.benchmark.peers import Library, PgdSettings, Problem, SquareResult, SquareSettings
 
 
@@ -98,11 +99,13 @@ def evaluate_many(problem: Problem, advs: list[torch.Tensor]) -> torch.Tensor:
 
 
 def standard_battery(model: torch.nn.Module, problem: Problem, epsilons: list[float], seed: int, form: str,
-                     records_root: Path, overrides: tuple[str, ...] = ()) -> tuple[torch.Tensor, dict]:
+                     records_root: Path, overrides: tuple[str, ...] = (), profile: bool = False,
+                     ) -> tuple[torch.Tensor, dict]:
     """Our standard battery exactly as ``medbench attack battery=standard`` runs it, end to end: the attacks of
     conf/battery/standard.yaml (sequential, nested epsilons), the model form prepared for this run (a fresh copy,
     so compilation or loading cached artefacts is inside the timing) and per-sample records written to disk.
     ``overrides`` are Hydra overrides of the battery (tests shrink its budgets; a measured row has none).
+    ``profile``: time the model's passes per attack (``bench.benchmark.profile``; the report's "profile").
     Returns the (n_eps, N) robust matrix and what the run reports (form, preparation time, cache use)."""
     from bench.config import compose, to_dict
     from bench.evaluate import attack_batch
@@ -119,6 +122,8 @@ def standard_battery(model: torch.nn.Module, problem: Problem, epsilons: list[fl
     passes = len(problem.x) * sum(p.attack.planned_passes * len(p.epsilons) for p in plan)
     prepared = attack_model(fresh, form, device, problem.x[:64], passes)
     form_of = partial(running_form, prepared.module, prepared.form)
+    timer = PassTimer(prepared.module) if profile else None
+    module = timer if timer is not None else prepared.module
     records = RecordSet.open(records_root, {"benchmark": "battery", "battery": to_dict(cfg.battery),
                                             "n": len(problem.x), "seed": seed})
     robust = torch.zeros(len(epsilons), len(problem.x), dtype=torch.bool)
@@ -126,8 +131,12 @@ def standard_battery(model: torch.nn.Module, problem: Problem, epsilons: list[fl
     start = 0
     for xb, yb in problem.batches():
         rows = torch.arange(start, start + len(xb))
-        batch = attack_batch(prepared.module, plan, xb, yb, rows, rows, problem.task, "sequential", seed,
-                             form_of=form_of)
+        if timer is not None:
+            timer.stage(CLEAN_STAGE)
+        batch = attack_batch(module, plan, xb, yb, rows, rows, problem.task, "sequential", seed,
+                             form_of=form_of, on_stage=timer.stage if timer is not None else None)
+        if timer is not None:
+            timer.stage("records")
         records.write_batch(start, start + len(xb), batch)
         held: dict[tuple[int, float], bool] = {}  # (sample, eps) -> robust to every attack of the battery
         for r in batch:
@@ -137,5 +146,8 @@ def standard_battery(model: torch.nn.Module, problem: Problem, epsilons: list[fl
             robust[epsilons.index(eps), index] = ok
         forms.update(r["model_form"] for r in batch)
         start += len(xb)
-    return robust, {"model_form": ";".join(sorted(forms)), "form_prepare_s": round(prepared.prepare_s, 1),
-                    "form_note": prepared.note, "attacks": [p.attack_id for p in plan]}
+    report = {"model_form": ";".join(sorted(forms)), "form_prepare_s": round(prepared.prepare_s, 1),
+              "form_note": prepared.note, "attacks": [p.attack_id for p in plan]}
+    if timer is not None:
+        report["profile"] = timer.finish()
+    return robust, report
