@@ -246,6 +246,21 @@ def test_a_profiled_battery_gives_the_same_robust_accuracy_and_times_every_attac
     assert all(s.host_s >= 0 for s in stages.values())
 
 
+def test_profile_script_writes_a_row_per_attack_with_the_command_and_the_form(tmp_path):
+    root = real_root_or_skip("pneumoniamnist")
+    from scripts.profile_battery import main
+
+    out = main(["--root", str(root), "--zoo", str(tmp_path / "zoo"), "--if-missing", "random", "--n-images", "6",
+                "--form", "torch_eager", "--out-dir", str(tmp_path / "perf"), "--override",
+                *(f"battery.attacks.{a}.params.steps=2" for a in ("apgd_ce", "apgd_margin", "fmn_linf")),
+                "battery.attacks.square_linf.params.max_queries=5"])
+    text = out.read_text()
+    assert out.name == "profile_cpu_resnet18_native_pneumoniamnist.md"
+    assert "python scripts/profile_battery.py --root" in text and "model form: torch_eager" in text
+    for stage in ("clean", "apgd_ce", "apgd_margin", "fmn_linf", "square_linf", "records", "**total**"):
+        assert f"| {stage} |" in text
+
+
 def test_autoattack_battery_runs_where_torchattacks_is_installed_and_says_what_differs():
     """AutoAttack once per epsilon; on a binary task APGD-T cannot run (DLR needs 4 classes) and the row says so."""
     try:
