@@ -334,12 +334,7 @@ def attack_model(model: nn.Module, form: str, device: str | torch.device, check_
     cache_note = ""
     try:
         if name in COMPILED_FORMS:
-            from bench.compile_cache import cache_key, reusing_compiled
-
-            with reusing_compiled(cache_key(model, name, dev, x)) as use:
-                module = FORMS[name](model, dev).eval()
-                gap = logit_gap(ref_logits, _warm_up(module, x), atol, rtol)
-            cache_note = use.describe()
+            module, gap, cache_note = _build_compiled(model, name, dev, x, ref_logits, atol, rtol)
         else:
             module = FORMS[name](model, dev).eval()  # wrappers are new modules: eval mode like the model inside
             gap = logit_gap(ref_logits, _warm_up(module, x), atol, rtol)
@@ -355,6 +350,26 @@ def attack_model(model: nn.Module, form: str, device: str | torch.device, check_
     result = AttackModel(module, name, time.perf_counter() - started, gap, cache_note)
     cached[name] = result
     return result
+
+
+def _build_compiled(model: nn.Module, name: str, dev: torch.device, x: torch.Tensor, ref_logits: torch.Tensor,
+                    atol: float, rtol: float) -> tuple[nn.Module, float, str]:
+    """Build and warm up a compiled form with the artefacts cache; if building under the cache fails, build it
+    once more without (the cache only saves time). Dynamo's ``caching_precompile`` can fail where plain
+    compilation works, e.g. "Name '__builtins_dict___2' already exists in scope" when a process compiles a second
+    model from the same Python module. Returns the module, its logit gap and what happened to the cache."""
+    from bench.compile_cache import cache_key, reusing_compiled
+
+    try:
+        with reusing_compiled(cache_key(model, name, dev, x)) as use:
+            module = FORMS[name](model, dev).eval()
+            gap = logit_gap(ref_logits, _warm_up(module, x), atol, rtol)
+        return module, gap, use.describe()
+    except Exception as exc:
+        why = f"{type(exc).__name__}: {str(exc)[:200]}".strip()
+    module = FORMS[name](model, dev).eval()
+    gap = logit_gap(ref_logits, _warm_up(module, x), atol, rtol)
+    return module, gap, f"compile cache not used (building under it failed: {why}); compiled without it"
 
 
 def _check_batch(x: torch.Tensor) -> torch.Tensor:

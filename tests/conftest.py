@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,9 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 # Experiments in tests attack the eager model: compiling each tiny run's model would cost more than the run.
 # The compiled and channels_last forms have their own tests (test_engine_speed.py, test_compile_cache.py); scripts run by tests inherit this.
 os.environ.setdefault("MEDBENCH_MODEL_FORM", "torch_eager")
+# Compiled artefacts of test runs go to a folder of their own, never the workspace's outputs/compile_cache: a
+# test that compiles must see the same (empty) cache on a developer's machine as in CI.
+os.environ.setdefault("MEDBENCH_COMPILE_CACHE", tempfile.mkdtemp(prefix="medbench-test-compile-cache-"))
 
 
 def real_root_or_skip(flag: str = "breastmnist") -> Path:

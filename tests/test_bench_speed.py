@@ -224,7 +224,7 @@ def test_battery_row_is_the_standard_battery_end_to_end_with_the_exact_robust_ac
     assert (row.measure, row.library, row.n_images, row.n_eps) == ("battery", "ours", len(OFFSETS), 4)
     assert row.note.startswith("budgets overridden: battery.attacks.apgd_ce.params.steps=20")
     assert row.extra["attacks"] == ["apgd_ce", "apgd_margin", "fmn_linf", "square_linf"]
-    assert row.extra["model_form"] == "torch_eager" and row.seconds > 0
+    assert row.extra["model_form"] == "torch_eager" and row.seconds > 0  # the tests' form (conftest)
     assert list(row.extra["robust_by_eps"].values()) == pytest.approx(ROBUST_BY_EPS)
     assert row.robust_acc == pytest.approx(sum(ROBUST_BY_EPS) / 4)
 

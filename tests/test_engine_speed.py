@@ -39,7 +39,7 @@ def test_each_form_gives_the_eager_logits_and_the_same_pgd_result(form, trained_
     model = trained_breast[0]
     x, y, task = batch
     fast = attack_model(model, form, "cpu", x)
-    assert fast.form == form and fast.gap <= 1 and not fast.note
+    assert fast.form == form and fast.gap <= 1 and (not fast.note or fast.note.startswith("compiled artefacts"))
     # every module of a form is in eval mode, wrappers included (certification refuses a training-mode base)
     assert not any(m.training for m in fast.module.modules())
     with torch.no_grad():
