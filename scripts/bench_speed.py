@@ -81,6 +81,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="how ours runs pgd_4eps (engine: as scripts/attack.py, nested epsilons and early stop)")
     p.add_argument("--ours-form", choices=[AUTO, *FORMS], default=d.ours_form,
                    help="the model form our attacks run (auto: the device's fastest, numerics-checked)")
+    p.add_argument("--battery-override", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="Hydra overrides of our standard battery for the battery measure (smoke runs only: the row "
+                        "says its budgets were overridden)")
     p.add_argument("--numerics", action=argparse.BooleanOptionalAction, default=d.numerics,
                    help="robust accuracy of our PGD against each model form")
     p.add_argument("--warmup", action=argparse.BooleanOptionalAction, default=d.warmup)
@@ -100,7 +103,7 @@ def main(argv: list[str] | None = None) -> list:
         max_queries=args.max_queries, p_init=args.p_init, repeats=args.repeats, seed=args.seed,
         scale_sizes=tuple(args.scale_sizes), scale_steps=tuple(args.scale_steps),
         scale_libraries=tuple(args.scale_libraries), ours_battery=args.ours_battery, ours_form=args.ours_form, numerics=args.numerics,
-        warmup=args.warmup, max_minutes=args.max_minutes,
+        warmup=args.warmup, max_minutes=args.max_minutes, battery_overrides=tuple(args.battery_override),
     )
     split = load_split(args.dataset, args.split, args.size, args.root)
     info = split.info
