@@ -239,18 +239,21 @@ def worth_compiling(device: torch.device, planned_passes: float | None, cached: 
 WARM_UP_SMALL_BATCH = 2  # a batch early stopping leaves: compiled forms pad it, eager ones run it as it is
 
 
-def _warm_up(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Forwards without autograd and input-gradient passes, on the full and on a small batch: the graphs
-    attacks use, compiled here once rather than in the middle of a timed attack. Returns the full batch's logits."""
+def _attack_passes(module: nn.Module, batch: torch.Tensor) -> torch.Tensor:
+    """The two kinds of call attacks make: a forward without autograd and a forward with an input gradient.
+    Returns the no-grad logits."""
     with torch.no_grad():
-        logits = module(x)
-    for batch in (x, x[:WARM_UP_SMALL_BATCH]):
-        if batch is not x:
-            with torch.no_grad():
-                module(batch)
-        xg = batch.detach().clone().requires_grad_(True)
-        out = module(xg)
-        torch.autograd.grad(out.float().logsumexp(1).sum(), xg)
+        logits = module(batch)
+    xg = batch.detach().clone().requires_grad_(True)
+    torch.autograd.grad(module(xg).float().logsumexp(1).sum(), xg)
+    return logits
+
+
+def _warm_up(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Both kinds of attack call on the full and on a small batch: the graphs attacks use, compiled here once
+    rather than in the middle of a timed attack. Returns the full batch's logits."""
+    logits = _attack_passes(module, x)
+    _attack_passes(module, x[:WARM_UP_SMALL_BATCH])
     return logits
 
 
@@ -286,10 +289,7 @@ def samples_per_second(module: nn.Module, x: torch.Tensor, rounds: int = 3) -> f
 
     def once() -> None:
         for batch in batches:
-            with torch.no_grad():
-                module(batch)
-            xg = batch.detach().clone().requires_grad_(True)
-            torch.autograd.grad(module(xg).float().logsumexp(1).sum(), xg)
+            _attack_passes(module, batch)
         if x.is_cuda:
             torch.cuda.synchronize(x.device)
 

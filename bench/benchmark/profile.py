@@ -23,7 +23,7 @@ in the pass that queued it: the profile runs slightly slower than a plain run.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn as nn
@@ -105,8 +105,7 @@ class PassTimer(nn.Module):
             x = _Mark.apply(x, self, "end")
         started = time.perf_counter()
         out = self.inner(x)
-        if out.is_cuda:
-            torch.cuda.synchronize(out.device)
+        self._sync(out)  # the device's forward belongs to the pass
         stage.forward_s += time.perf_counter() - started
         stage.forward_samples += len(x)
         stage.calls += 1
@@ -126,10 +125,7 @@ class PassTimer(nn.Module):
 
 def profile_table(stages: dict[str, StageTime], device_type: str) -> list[str]:
     """Markdown lines: one row per stage (attack), then the total."""
-    total = StageTime()
-    for s in stages.values():
-        for name in ("wall_s", "forward_s", "backward_s", "sync_s", "forward_samples", "backward_samples", "calls"):
-            setattr(total, name, getattr(total, name) + getattr(s, name))
+    total = StageTime(**{f.name: sum(getattr(s, f.name) for s in stages.values()) for f in fields(StageTime)})
     sync = (lambda s: f"{s.sync_s:.1f}") if device_type == "cuda" else (lambda s: "0 (CPU)")
     lines = ["| stage | wall s | share | forward s | backward s | host s | sync s | forward samples | "
              "backward samples | mean batch | sample-passes/s in the model |",
