@@ -187,6 +187,8 @@ def train_classifier(
         },
         train={**asdict(cfg), "milestones": list(cfg.milestones), "seconds": round(seconds, 1), "command": command,
                "propagations_per_step": method.propagations_per_step, "selected_by": method.selection_metric,
+               # the bits depend on these too: CPU kernels split their sums by thread (same threads, same sha256)
+               "torch_version": torch.__version__, "torch_threads": torch.get_num_threads(),
                "history": history},
         created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         medbench_version=__version__,

@@ -105,6 +105,25 @@ def test_a_model_trained_in_another_data_order_differs_and_the_seeds_own_order_i
     assert not same(weights[0], weights[1])  # another order: another model
 
 
+def test_the_same_training_twice_gives_the_same_bytes_and_the_card_names_what_the_bits_depend_on(real_root, tmp_path):
+    """Same settings, seed, torch and thread count: the same sha256, so a retrained zoo entry keeps its rows. CPU
+    kernels split their sums by thread, so the card records the thread count and the torch version too."""
+    import torch
+
+    from bench.models import ModelSpec, read_card, sha256_file
+    from bench.train import train_classifier
+
+    spec = ModelSpec("resnet18_native", "resnet18", "native")
+    cfg = TrainConfig(epochs=1, n_train=48, seed=0, milestones=(1.0,))
+    paths = [tmp_path / f"run{i}.safetensors" for i in (1, 2)]
+    for path in paths:
+        train_classifier(spec, "breastmnist", 28, real_root, cfg, path)
+    assert sha256_file(paths[0]) == sha256_file(paths[1])
+    card = read_card(paths[0])
+    assert card.train["torch_threads"] == torch.get_num_threads()
+    assert card.train["torch_version"] == torch.__version__
+
+
 @pytest.mark.parametrize("defense, params", [("none", {}), ("pgd_at", {"eps": "2/255", "steps": 2, "rel_stepsize": 0.5})])
 def test_a_training_killed_after_an_epoch_resumes_to_the_uninterrupted_weights(real_root, tmp_path, monkeypatch,
                                                                                defense, params):
