@@ -30,7 +30,7 @@ from bench import metrics
 from bench.attacks import Attack, AttackOutput, check_threat_model, flat_norm
 from bench.attacks.base import Attack as _Base
 from bench.data import Split
-from bench.model_forms import AUTO, attack_model, running_form
+from bench.model_forms import AUTO, DEFAULT_GRAD_SHARE, attack_model, running_form
 from bench.progress import progress
 from bench.records import RecordSet
 from bench.tasks import Task
@@ -55,6 +55,22 @@ class PlannedAttack:
 
     def label(self, eps: float) -> str:
         return self.eps_labels.get(eps, f"{eps:.6g}")
+
+
+@dataclass(frozen=True)
+class PlannedPasses:
+    """What a run will ask of the model, at most: sample-passes in all, and the share that needs an input
+    gradient. ``eval.model_form=auto`` weighs compiling against the first and times forms on the second."""
+
+    total: float
+    grad_share: float
+
+    @classmethod
+    def of(cls, plan: list[PlannedAttack], n_samples: int) -> "PlannedPasses":
+        per_sample = [(p.attack.planned_passes * len(p.epsilons), p.attack.needs_input_gradient) for p in plan]
+        total = sum(passes for passes, _ in per_sample)
+        with_gradient = sum(passes for passes, needs in per_sample if needs)
+        return cls(n_samples * total, with_gradient / total if total else DEFAULT_GRAD_SHARE)
 
 
 @dataclass
@@ -285,8 +301,9 @@ def evaluate(
     model.eval()
     form_of = None
     if todo:
-        planned = sum(b - a for a, b in todo) * sum(p.attack.planned_passes * len(p.epsilons) for p in plan)
-        form = attack_model(model, model_form, device, split.images[todo[0][0] : todo[0][1]][:64], planned)
+        planned = PlannedPasses.of(plan, sum(b - a for a, b in todo))
+        form = attack_model(model, model_form, device, split.images[todo[0][0] : todo[0][1]][:64], planned.total,
+                            planned.grad_share)
         print(f"  model form: {form.form} (prepared and checked in {form.prepare_s:.1f}s, logit gap "
               f"{form.gap:.2g} of the tolerance)" + (f"; {form.note}" if form.note else ""), flush=True)
         model = form.module

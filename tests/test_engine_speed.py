@@ -4,7 +4,10 @@
 - PGD's early stop returns the full-step attack's examples, and never calls robust a sample it breaks;
 - the engine's nested epsilons reuse a smaller epsilon's example and never weaken the attack;
 - the compiled form runs the whole standard battery without a recompile, and says so if it ever falls back;
-- ``auto`` keeps the fastest checked form (a form 20 ms slower per call is never chosen), and says what each measured.
+- ``auto`` keeps the fastest checked form (a form 20 ms slower per call is never chosen), timed on the run's mix of
+  forwards and input-gradient passes, and says what each measured;
+- the inference graph serves only forwards without autograd (gradients stay eager's, bit for bit), and a model
+  whose trace depends on the batch size is refused.
 All on a ResNet-18 trained on real BreastMNIST.
 """
 
@@ -34,7 +37,7 @@ def fooled_by(model, x_adv, y, task) -> torch.Tensor:
         return ~task.correct(model(x_adv), y)
 
 
-@pytest.mark.parametrize("form", ["torch_channels_last", "torch_bn_folded", "torch_compile"])
+@pytest.mark.parametrize("form", ["torch_channels_last", "torch_bn_folded", "torch_inference_graph", "torch_compile"])
 def test_each_form_gives_the_eager_logits_and_the_same_pgd_result(form, trained_breast, batch):
     model = trained_breast[0]
     x, y, task = batch
@@ -96,7 +99,7 @@ def test_auto_keeps_the_fastest_checked_form_and_says_what_each_measured(trained
     monkeypatch.setitem(model_forms.AUTO_CANDIDATES, "cpu", ("torch_eager", "unhurried"))
     model = fresh(model)
     chosen = attack_model(model, AUTO, "cpu", x[:8])
-    assert chosen.form == "unhurried" and "sample-passes/s: torch_eager" in chosen.note and "unhurried " in chosen.note
+    assert chosen.form == "unhurried" and "torch_eager " in chosen.note and "unhurried " in chosen.note
     assert attack_model(model, AUTO, "cpu", x[:8]) is chosen  # timed once per model
 
 
@@ -106,6 +109,75 @@ def test_auto_keeps_eager_when_no_form_beats_it_by_the_margin(trained_breast, ba
     monkeypatch.setitem(model_forms.FORMS, "sleepy", lambda m, d: Sleepy(frozen(m, d)))
     monkeypatch.setitem(model_forms.AUTO_CANDIDATES, "cpu", ("torch_eager", "sleepy"))
     assert attack_model(fresh(model), AUTO, "cpu", x[:8]).form == "torch_eager"
+
+
+class SlowQueries(torch.nn.Module):
+    """The same function as the model it wraps, 20 ms slower per call without autograd (a score attack's query)."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        if not torch.is_grad_enabled():
+            time.sleep(0.02)
+        return self.inner(x)
+
+
+@pytest.mark.parametrize("grad_share, fastest", [(0.0, "unhurried"), (1.0, "torch_eager")])
+def test_auto_times_the_forms_on_the_runs_mix_of_queries_and_gradients(trained_breast, batch, monkeypatch,
+                                                                      grad_share, fastest):
+    """Eager slowed down only in forwards without autograd: a run of queries alone (Square) leaves it, a run of
+    gradient passes alone keeps it (the other form is no faster there, so the margin keeps the exact reference)."""
+    model, (x, _, _) = trained_breast[0], batch
+    frozen = model_forms.frozen_copy
+    monkeypatch.setitem(model_forms.FORMS, "torch_eager", lambda m, d: SlowQueries(frozen(m, d)))
+    monkeypatch.setitem(model_forms.FORMS, "unhurried", lambda m, d: frozen(m, d))
+    monkeypatch.setitem(model_forms.AUTO_CANDIDATES, "cpu", ("torch_eager", "unhurried"))
+    chosen = attack_model(fresh(model), AUTO, "cpu", x[:8], grad_share=grad_share)
+    assert chosen.form == fastest and f"with {grad_share:.0%} of the run's passes needing an input gradient" in chosen.note
+
+
+def test_the_inference_graph_answers_queries_and_leaves_gradients_to_the_eager_model(trained_breast, batch):
+    model, (x, y, task) = trained_breast[0], batch
+    form = attack_model(model, "torch_inference_graph", "cpu", x)
+    assert isinstance(form.module.graph, torch.jit.ScriptModule)  # traced by the numerics check's query
+    with torch.no_grad():
+        for n in (64, 17, 1):  # any batch size early stopping leaves
+            assert logit_gap(model(x[:n]), form.module(x[:n])) <= 1
+    grads = []
+    for module in (model, form.module):
+        xg = x.clone().requires_grad_(True)
+        grads.append(torch.autograd.grad(task.loss(module(xg), y), xg)[0])
+    assert torch.equal(grads[0], grads[1])  # gradient attacks see exactly the eager model
+
+
+def test_a_model_whose_trace_bakes_in_its_batch_size_is_refused_as_an_inference_graph(trained_breast, batch):
+    class BatchBaked(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            logits = self.inner(x)
+            return logits + 0 * torch.arange(int(x.shape[0]), dtype=logits.dtype).unsqueeze(1)  # a python int
+
+    model, (x, _, _) = BatchBaked(trained_breast[0]), batch
+    with pytest.raises(NumericsError, match="torch_inference_graph.*cannot be used: it failed to build"):
+        attack_model(model, "torch_inference_graph", "cpu", x[:8])
+
+
+def test_a_battery_of_mostly_queries_plans_few_gradient_passes():
+    """Square's 5,000 queries per sample dwarf APGD's and FMN's 100 steps: auto times forms on that mix."""
+    from bench.config import compose
+    from bench.evaluate import PlannedPasses
+    from bench.experiment import build_plan
+
+    standard = PlannedPasses.of(build_plan(compose(["battery=standard"])), n_samples=10)
+    assert 0 < standard.grad_share < 0.1
+    assert standard.total == 10 * 4 * (5000 + 100 + 100 + 100)  # four epsilons; APGD-CE, APGD-margin, FMN, Square
+    pgd_only = PlannedPasses.of(build_plan(compose(["attack=pgd_linf"])), n_samples=10)
+    assert pgd_only.grad_share == 1
 
 
 def test_unknown_form_names_the_choices():

@@ -109,6 +109,10 @@ def best_over_restarts(
     return best
 
 
+# Kinds whose model passes are forwards without autograd (the model form can serve them from an inference graph).
+FORWARD_ONLY_KINDS = ("score", "decision", "transfer")
+
+
 class Attack:
     """Base class.
 
@@ -166,6 +170,12 @@ class Attack:
             return int(self.max_queries)
         steps = self.params.get("steps", self.params.get("max_iter", 100))
         return int(steps or 1) * int(self.params.get("restarts", 1) or 1)
+
+    @property
+    def needs_input_gradient(self) -> bool:
+        """Whether its model passes take an input gradient: score and decision attacks only query the model, a
+        transfer attack takes its gradients on another model."""
+        return self.kind not in FORWARD_ONLY_KINDS
 
     def prepare(self, context: AttackContext) -> None:
         """Called once per experiment before any batch; most attacks need nothing."""

@@ -108,7 +108,7 @@ def standard_battery(model: torch.nn.Module, problem: Problem, epsilons: list[fl
     ``profile``: time the model's passes per attack (``bench.benchmark.profile``; the report's "profile").
     Returns the (n_eps, N) robust matrix and what the run reports (form, preparation time, cache use)."""
     from bench.config import compose, to_dict
-    from bench.evaluate import attack_batch
+    from bench.evaluate import PlannedPasses, attack_batch
     from bench.experiment import build_plan
     from bench.model_forms import attack_model, frozen_copy, running_form
     from bench.records import RecordSet
@@ -119,8 +119,8 @@ def standard_battery(model: torch.nn.Module, problem: Problem, epsilons: list[fl
         planned.epsilons = list(epsilons)
     device = problem.x.device
     fresh = frozen_copy(model, device)
-    passes = len(problem.x) * sum(p.attack.planned_passes * len(p.epsilons) for p in plan)
-    prepared = attack_model(fresh, form, device, problem.x[:64], passes)
+    planned = PlannedPasses.of(plan, len(problem.x))
+    prepared = attack_model(fresh, form, device, problem.x[:64], planned.total, planned.grad_share)
     form_of = partial(running_form, prepared.module, prepared.form)
     timer = PassTimer(prepared.module) if profile else None
     module = timer if timer is not None else prepared.module
