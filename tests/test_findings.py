@@ -56,5 +56,16 @@ def test_a_transform_shows_plain_gradient_robustness_then_what_bpda_leaves():
     assert line.startswith("| 2/255 | 0.800 [0.74, 0.86] | 0.200 | 0.190 | 0.190 | 0.190 [0.13, 0.25] |")
 
 
+def test_a_transform_is_compared_with_the_undefended_evaluation_of_the_weights_it_wraps():
+    """Two undefended evaluations of seed 0 (a retrained zoo gives other weights): the transform's comparison
+    is the one of the backbone it wraps, not merely the last or the ranked one."""
+    wrapped = undefended(weights_sha256="backbone")
+    other = evaluation_rows((0.60, 0.40, 0.05, 0.0), model="resnet18_native_seed0", config_hash="base",
+                            weights_sha256="retrained")
+    rows = wrapped + other + [dict(r, weights_sha256="backbone") for r in transform_rows()]
+    line = next(l for l in findings_markdown(track(rows)) if l.startswith("| bit_depth(bits=4) |"))
+    assert "0.280 [0.21, 0.35]" in line and "0.400" not in line
+
+
 def test_a_track_without_defenses_has_no_findings():
     assert findings_markdown(track(undefended())) == []

@@ -40,10 +40,14 @@ def _recipe(ev: Evaluation) -> tuple[str, str, str]:
 
 
 def _undefended_for(ev: Evaluation, undefended: Sequence[Evaluation]) -> Evaluation | None:
-    """The undefended evaluation of the same architecture, recipe and seed: a ranked one if any, else the last."""
+    """The undefended evaluation to compare ``ev`` with: of the very weights it runs, if there is one (an input
+    transform wraps the undefended model itself, and a zoo retrained on another machine can hold other weights
+    for the same recipe and seed); otherwise of the same architecture, recipe and seed, a ranked one if any,
+    else the last."""
     same = [u for u in undefended if _recipe(u) == _recipe(ev)]
+    same_weights = [u for u in same if u.weights_sha256 and u.weights_sha256 == ev.weights_sha256]
     ranked = [u for u in same if admit(u).ranked]
-    return (ranked or same or [None])[-1]
+    return (same_weights or ranked or same or [None])[-1]
 
 
 def _interval(row: Row) -> tuple[float, float] | None:
