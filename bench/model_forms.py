@@ -34,7 +34,8 @@ AUTO = "auto"
 # depends on the model and the machine, so it is measured, not assumed: on the 2-core CPU of results/perf the
 # compiled resnet18_28 runs 1.85x eager's forward+backward rate, while the compiled resnet18_native (28x28)
 # runs 0.6-0.9x eager's (its convolutions are too small for inductor's kernels to pay their overhead).
-AUTO_CANDIDATES = {"cpu": ("torch_eager", "torch_channels_last", "torch_inference_graph", "torch_compile"),
+AUTO_CANDIDATES = {"cpu": ("torch_eager", "torch_channels_last", "torch_bn_folded", "torch_inference_graph",
+                           "torch_compile"),
                    "cuda": ("torch_eager", "torch_channels_last", "torch_compile_channels_last")}
 # ``auto`` times a form on the run's own mix of calls: this share of its planned model passes needs an input
 # gradient, the rest are forwards without autograd (score-based attacks' queries). Without a plan: half each.
