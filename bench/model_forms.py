@@ -101,7 +101,7 @@ class _InferenceGraph(nn.Module):
     Score-based attacks (Square: most of a robust model's battery) only ever run forwards without autograd. For
     the small convolutions of 28x28 models, eager oneDNN calls spend much of their time re-laying out the weights
     at every call; the optimised graph folds BatchNorm, fuses convolution and ReLU and prepacks the weights once
-    (1.2-1.3x eager's forward rate for resnet18_native at 28x28 on this 2-core CPU). The graph is traced at the
+    (1.35x eager's forward rate for resnet18_native at 28x28, batch 64, on the 2-core CPU of results/perf). The graph is traced at the
     first forward without autograd and checked at another batch size, so a model whose trace bakes in its batch
     size is refused rather than run. TorchScript is deprecated in recent torch: should a torch drop it, the form
     fails to build and ``auto`` leaves it out.
@@ -272,7 +272,8 @@ def resolve_form(form: str, device: torch.device) -> str:
     """A named form, checked against the registry (``auto`` is resolved by measurement in ``attack_model``)."""
     if form not in FORMS:
         raise unknown_choice("eval.model_form", form, [AUTO, *FORMS],
-                             "Set eval.model_form to one of them (auto: the fastest form that passes the numerics check).")
+                             "Set eval.model_form to one of them "
+                             "(auto: the fastest form that passes the numerics check).")
     return form
 
 
