@@ -275,3 +275,88 @@ def test_only_the_papers_recipe_is_marked_as_a_reproduction(tmp_path):
     rows = collect(tmp_path)
     assert [(r["paper_recipe"], r["n_seeds"], r["seeds"]) for r in rows] == [("true", 3, "0 1 2"), ("false", 1, "0")]
     assert rows[0]["test_acc_mean"] == "0.8400" and rows[0]["test_acc_sd"] == "0.0400" and rows[1]["test_acc_sd"] == ""
+
+
+def test_every_timm_family_of_conf_model_is_in_the_zoo_study_with_a_budget_per_dataset():
+    """A family is a timm architecture: the zoo trains one recipe of each (the 28/224 ResNet recipes are variants of
+    ResNet-18/-50), and a new architecture in conf/model/ must be given its budget here."""
+    import yaml
+
+    from bench.papers.zoo import DATASETS, FAMILIES
+
+    arch = {p.stem: yaml.safe_load(p.read_text())["arch"] for p in (REPO / "conf" / "model").glob("*.yaml")}
+    assert set(FAMILIES) <= set(arch)
+    assert {arch[f] for f in FAMILIES} == set(arch.values())
+    assert all(set(epochs) == set(DATASETS) and min(epochs.values()) > 0 for epochs in FAMILIES.values())
+    runs = PAPERS["zoo"].runs_on("pneumoniamnist")
+    assert ("model=vit_tiny", f"train.epochs={FAMILIES['vit_tiny']['pneumoniamnist']}") in runs
+
+
+def test_families_are_compared_by_how_much_of_their_clean_accuracy_survives_with_seeds_and_test_sampling_as_noise():
+    from bench.papers.zoo import FamilySamples, compare_families
+
+    rng = np.random.default_rng(0)
+    n = 600
+
+    def family(clean_p, survive_p, seeds=2):
+        clean = (rng.random((seeds, n)) < clean_p).astype(float)
+        return clean, clean * (rng.random((seeds, n)) < survive_p)
+
+    ref_clean, ref_robust = family(0.85, 0.5)
+    families = {"resnet18_native": FamilySamples(ref_clean, {"2/255": ref_robust})}
+    # more accurate, but half of the images it adds fall under attack, as the reference's do: higher robust
+    # accuracy, the same robust rate
+    gained = (1 - ref_clean) * (rng.random((2, n)) < 0.7)
+    accurate_clean = ref_clean + gained
+    accurate_robust = ref_robust + gained * (np.arange(n) % 2 == 0)
+    families["accurate"] = FamilySamples(accurate_clean, {"2/255": accurate_robust})
+    # less accurate but far more robust per correct image
+    sturdy_clean, sturdy_robust = family(0.75, 0.8)
+    families["sturdy"] = FamilySamples(sturdy_clean, {"2/255": sturdy_robust})
+    # far more robust on one seed only: the test set separates it, the seeds do not
+    lucky_clean, lucky_robust = family(0.85, 0.5)
+    lucky_robust[0] = lucky_clean[0] * (rng.random(n) < 0.9)
+    families["lucky"] = FamilySamples(lucky_clean, {"2/255": lucky_robust})
+    families["flagged"] = FamilySamples(sturdy_clean, {"2/255": sturdy_robust}, ("constant_predictor",))
+    rows = {r["family"]: r for r in compare_families(families, resamples=300)}
+    assert rows["accurate"]["robust_acc"] > rows["resnet18_native"]["robust_acc"]
+    assert rows["accurate"]["verdict"] == "within noise" and "interval" in rows["accurate"]["reason"]
+    assert rows["sturdy"]["robust_acc"] < 0.7 and rows["sturdy"]["verdict"] == "more robust"
+    assert rows["sturdy"]["delta_lo"] > 0.2 and rows["sturdy"]["robust_rate_lo"] > rows["resnet18_native"]["robust_rate_hi"]
+    assert rows["lucky"]["delta_lo"] > 0 and rows["lucky"]["verdict"] == "within noise"
+    assert "seeds" in rows["lucky"]["reason"]
+    assert rows["flagged"]["verdict"] == "not comparable" and "constant_predictor" in rows["flagged"]["reason"]
+    assert rows["resnet18_native"]["verdict"] == "" and rows["resnet18_native"]["n_seeds"] == 2
+
+
+@pytest.mark.slow
+def test_the_zoo_study_trains_and_attacks_each_family_and_tables_the_comparison(real_root, tmp_path):
+    """Two families (the reference and MobileNetV3-Small), one seed, tiny budgets: the experiment file composes
+    for both commands, and the per-model table, the family comparison and the figure come from the rows and
+    per-sample records."""
+    out = tmp_path / "out"
+    cheap = ["seed=0", "train.epochs=1", "train.n_train=32", "dataset.n_examples=16", "logger=none",
+             "eval.model_form=torch_eager", "checks.evaluation=false", "battery.attacks.apgd_ce.params.steps=3",
+             "battery.attacks.apgd_margin.params.steps=3", "battery.attacks.fmn_linf.params.steps=3",
+             "battery.attacks.square_linf.params.max_queries=10", f"paths.zoo_dir={tmp_path / 'zoo'}",
+             f"paths.output_root={out}"]
+    env = {**os.environ, "MEDMNIST_ROOT": str(real_root)}
+    for script in ("train.py", "attack.py"):  # what scripts/paper.py zoo runs per family, the trainings first
+        proc = subprocess.run([sys.executable, str(REPO / "scripts" / script), "-m", "experiment=zoo",
+                               "model=resnet18_native,mobilenetv3_small", *cheap, *(["reuse=true"] * (script == "train.py"))],
+                              capture_output=True, text=True, env=env, timeout=600)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert proc.stdout.count("reusing trained model") == 2  # the attacks ran on the models the trainings made
+    table = tmp_path / "zoo" / "zoo.csv"
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "paper.py"), "zoo", "--table-only", "--out", str(table),
+                           "--", f"paths.output_root={out}"], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    with open(table) as fh:
+        rows = list(csv.DictReader(fh))
+    assert {(r["family"], r["seed"]) for r in rows} == {("resnet18_native", "0"), ("mobilenetv3_small", "0")}
+    assert sorted({r["eps_label"] for r in rows}) == ["1/255", "2/255", "4/255", "8/255"]
+    with open(table.with_name("families.csv")) as fh:
+        families = list(csv.DictReader(fh))
+    assert len(families) == 8 and {r["reference"] for r in families if r["family"] == "mobilenetv3_small"} == {"resnet18_native"}
+    assert all(0 <= float(r["robust_rate"]) <= 1 for r in families if r["robust_rate"] != "nan")
+    assert table.with_name("families.png").stat().st_size > 10_000

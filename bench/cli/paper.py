@@ -1,11 +1,13 @@
-"""Reproduce a paper: run its experiment on each of its datasets, then write results/paper/<paper>.csv.
+"""Reproduce a paper (or run a study: ``zoo``): run its experiment on each of its datasets, then write its table
+(results/paper/<paper>.csv; the zoo study's is results/zoo/zoo.csv).
 
     python scripts/paper.py finlayson2018                          # every dataset whose file is there
     python scripts/paper.py finlayson2018 --datasets pneumoniamnist
     python scripts/paper.py finlayson2018 --table-only             # rebuild the table from the rows on disk
     python scripts/paper.py finlayson2018 -- train.epochs=2        # extra overrides for every job
 
-Each dataset is one multirun of ``experiment=<paper>`` (scripts/attack.py), so a killed run resumes from its
+Each dataset is one multirun of ``experiment=<paper>`` per command and override set the paper declares
+(scripts/attack.py, scripts/train.py...), so a killed run resumes from its
 per-sample records and reuses its trained models. A dataset whose MedMNIST file is missing and cannot be
 downloaded is skipped with the reason; the table keeps the rows of the datasets that ran.
 """
@@ -29,16 +31,19 @@ from bench.papers.base import latest_rows
 
 
 def run_dataset(paper, flag: str, overrides: list[str], data_root: Path) -> bool:
-    """The paper's multiruns on one dataset (one per override set it declares); False if its file is missing."""
+    """The paper's multiruns on one dataset (one per command and override set it declares; every run of the first
+    command before the second, so a study trains all its models before attacking any); False if its file is
+    missing."""
     try:
         ensure_file(dataset_info(flag), data_root)
     except BenchError as exc:
         print(f"paper {paper.name}: skipping {flag}: {exc}", flush=True)
         return False
-    for run in paper.runs:
-        for subcommand in paper.commands:
+    for subcommand in paper.commands:
+        for run in paper.runs_on(flag):
             command = [sys.executable, "-m", "bench.cli", subcommand, "-m", f"experiment={paper.experiment}",
-                       f"dataset={flag}", *paper.per_dataset.get(flag, ()), *run, *overrides]
+                       f"dataset={flag}", *paper.per_dataset.get(flag, ()), *paper.command_overrides.get(subcommand, ()),
+                       *run, *overrides]
             print("paper: medbench", " ".join(command[3:]), flush=True)
             subprocess.run(command, check=True)
     return True
@@ -90,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
                         "following a paths.output_root= or paths.leaderboard_dir= override)")
     parser.add_argument("--records-root", help="where the runs wrote their records (default: paths.records_root, "
                         "following the same overrides)")
-    parser.add_argument("--out", help="the table (default results/paper/<paper>.csv)")
+    parser.add_argument("--out", help="the table (default results/paper/<paper>.csv, or the path the study declares)")
     argv = sys.argv[1:] if argv is None else argv
     overrides = argv[argv.index("--") + 1:] if "--" in argv else []  # Hydra overrides for every job
     args = parser.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
@@ -109,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             if not ran:
                 raise BenchError(f"none of {', '.join(flags)} could be loaded; put their files in the data root "
                                  f"({data_root}) or set MEDMNIST_ROOT.")
-        out = Path(args.out) if args.out else workspace_root() / "results" / "paper" / f"{paper.name}.csv"
+        out = Path(args.out) if args.out else paper.output(workspace_root())
         n = write_table(paper, Path(args.leaderboard_dir or output_dir_of(overrides, "leaderboard")),
                         Path(args.records_root or output_dir_of(overrides, "records")), out,
                         output_dir_of(overrides, "zoo"))

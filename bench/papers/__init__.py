@@ -8,3 +8,4 @@ __all__ = ["PAPERS", "Paper", "build_table"]
 import bench.papers.finlayson2018  # noqa: E402,F401  (registers the papers)
 import bench.papers.medmnist_baselines  # noqa: E402,F401
 import bench.papers.underspecification  # noqa: E402,F401
+import bench.papers.zoo  # noqa: E402,F401

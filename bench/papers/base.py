@@ -19,11 +19,13 @@ class Paper:
     tag); ``runs`` the override sets, one multirun per set and dataset; ``datasets`` the flags it runs on
     (each skipped, with the reason, when its file is missing and cannot be downloaded), with ``per_dataset``
     overrides where a dataset needs its own (a training budget); ``commands`` what each run runs
-    (``attack.py``, and ``corrupt.py`` for a corruption track of the same models); ``rows`` turns one
+    (``attack.py``, and ``corrupt.py`` for a corruption track of the same models), with ``command_overrides``
+    for one command only; ``rows`` turns one
     leaderboard row into the table's rows (none for a row that is not the paper's); ``extra`` writes further
     outputs (a summary, a figure) from the rows, the corruption-track rows and their per-sample records:
     ``extra(rows, records_root, out, corruption_rows)``; ``table``, when set, builds the table from the model
-    zoo instead (a paper about training, not attacks).
+    zoo instead (a paper about training, not attacks); ``table_path`` where the table goes, relative to the
+    workspace (default ``results/paper/<name>.csv``).
     """
 
     name: str
@@ -34,9 +36,20 @@ class Paper:
     sort_by: tuple[str, ...] = field(default=("dataset",))
     runs: tuple[tuple[str, ...], ...] = ((),)
     per_dataset: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # overrides for one dataset's jobs
+    dataset_runs: Mapping[str, tuple[tuple[str, ...], ...]] = field(default_factory=dict)  # replaces runs there
     commands: tuple[str, ...] = ("attack",)  # each run is a multirun of each of these `medbench` subcommands
+    command_overrides: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # e.g. train: reuse=true
     extra: Callable[..., list[tuple[Path, str | None]]] | None = None
     table: Callable[[Path], list[dict[str, object]]] | None = None  # the table from the zoo's cards, not from rows
+    table_path: str | None = None
+
+    def runs_on(self, flag: str) -> tuple[tuple[str, ...], ...]:
+        """The override sets of ``flag``'s multiruns (one multirun per set and command)."""
+        return self.dataset_runs.get(flag, self.runs)
+
+    def output(self, workspace: Path) -> Path:
+        """Where the table is written when ``--out`` is not given."""
+        return workspace / (self.table_path or f"results/paper/{self.name}.csv")
 
 
 def latest_rows(rows: Iterable[Mapping[str, str]], tag: str) -> list[Mapping[str, str]]:

@@ -1,0 +1,261 @@
+"""The model zoo study: every timm family of ``conf/model/`` trained on BreastMNIST and PneumoniaMNIST (two seeds)
+and attacked with the standard battery; which families are more robust at equal clean accuracy.
+
+Robust accuracy alone favours the families that classify more images correctly to begin with, so families are
+compared by their **robust rate**: the share of the images a model classifies correctly that it still classifies
+correctly under attack (robust accuracy / clean accuracy, pooled over seeds). Each family is compared with the
+reference family (the ResNet-18 every defense on the leaderboard wraps) by a paired bootstrap over test images
+(every resample scores every model on the same images), and across seeds: a difference is called only when its
+95% interval excludes zero *and* every seed of one family lies beyond every seed of the other; otherwise it is
+within noise, and ``reason`` says which noise (test-set sampling or seeds).
+
+    python scripts/paper.py zoo                          # train every family, run the battery, write the tables
+    python scripts/paper.py zoo --datasets breastmnist   # one dataset
+    python scripts/paper.py zoo --table-only             # rebuild results/zoo/ from the rows and records on disk
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bench.metrics import BOOTSTRAP_RESAMPLES, CONFIDENCE
+from bench.papers.base import PAPERS, Paper
+
+TAG = "zoo"
+DATASETS = ("breastmnist", "pneumoniamnist")
+REFERENCE = "resnet18_native"
+
+# Epochs per family and dataset. The convolutional families get the budget the undefended ResNet-18 reaches its
+# published accuracy with (30 epochs on BreastMNIST's 546 training images, 10 on PneumoniaMNIST's 4,708); the
+# attention models, trained from scratch without the convolutions' inductive bias, get twice that. Each model's
+# card records the epoch its validation AUC peaked at and the whole validation curve (results/zoo/README.md).
+CNN = {"breastmnist": 30, "pneumoniamnist": 10}
+ATTENTION = {"breastmnist": 60, "pneumoniamnist": 20}
+FAMILIES: dict[str, dict[str, int]] = {
+    "resnet18_native": CNN,
+    "resnet50_native": CNN,
+    "densenet121": CNN,
+    "efficientnet_b0": CNN,
+    "mobilenetv3_small": CNN,
+    "mobilenetv3_large": CNN,
+    "convnext_atto": CNN,
+    "regnetx_002": CNN,
+    "vit_tiny": ATTENTION,
+    "deit_tiny": ATTENTION,
+}
+
+COLUMNS = ("dataset", "family", "model", "seed", "eps_label", "clean_acc", "robust_acc", "robust_acc_lo",
+           "robust_acc_hi", "flags", "config_hash", "weights_sha256")
+FAMILY_COLUMNS = ("dataset", "family", "n_seeds", "eps_label", "clean_acc", "clean_acc_lo", "clean_acc_hi",
+                  "robust_acc", "robust_acc_lo", "robust_acc_hi", "robust_rate", "robust_rate_lo", "robust_rate_hi",
+                  "robust_rate_seed_min", "robust_rate_seed_max", "flags", "reference", "delta", "delta_lo", "delta_hi",
+                  "verdict", "reason")
+
+
+def family_of(row: Mapping[str, str]) -> str:
+    """The model config a zoo row was trained from: its model name without the ``_seed<k>`` suffix."""
+    return re.sub(r"_seed\d+$", "", str(row.get("model", "")))
+
+
+def seed_of(row: Mapping[str, str]) -> str:
+    found = re.search(r"_seed(\d+)$", str(row.get("model", "")))
+    return found.group(1) if found else ""
+
+
+def is_battery_row(row: Mapping[str, str]) -> bool:
+    """A worst-case row of the zoo's standard battery on an undefended model."""
+    return row.get("tag") == TAG and row.get("kind") == "battery" and row.get("defense", "none") == "none"
+
+
+def table_rows(row: Mapping[str, str]) -> list[dict[str, object]]:
+    if not is_battery_row(row):
+        return []
+    return [{"dataset": row["dataset"], "family": family_of(row), "model": row["model"], "seed": seed_of(row),
+             "eps_label": row["eps_label"], "clean_acc": row["clean_acc"], "robust_acc": row["robust_acc"],
+             "robust_acc_lo": row["robust_acc_lo"], "robust_acc_hi": row["robust_acc_hi"],
+             "flags": row.get("flags", ""), "config_hash": row["config_hash"], "weights_sha256": str(row["weights_sha256"])[:8]}]
+
+
+@dataclass(frozen=True)
+class FamilySamples:
+    """One family's per-sample outcomes on one dataset: (seeds, samples) 0/1 matrices, clean and per epsilon;
+    and the ranking-blocking flags any of its evaluations raised (bench/checks.py)."""
+
+    clean: np.ndarray
+    robust: dict[str, np.ndarray]
+    flags: tuple[str, ...] = ()
+
+
+def _rate(robust: np.ndarray, clean: np.ndarray, axis: int | tuple[int, ...]) -> np.ndarray:
+    correct = clean.sum(axis)
+    return np.where(correct > 0, robust.sum(axis) / np.maximum(correct, 1), np.nan)
+
+
+def compare_families(families: Mapping[str, FamilySamples], reference: str = REFERENCE,
+                     resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> list[dict[str, object]]:
+    """One row per (family, epsilon): clean and robust accuracy and the robust rate (pooled over seeds) with 95%
+    paired-bootstrap intervals over test images, the rate's range over seeds, and its difference from
+    ``reference``'s rate with the verdict (module docstring)."""
+    names = sorted(families, key=lambda f: (f != reference, f))
+    n = next(iter(families.values())).clean.shape[1]
+    if any(f.clean.shape[1] != n for f in families.values()):
+        raise ValueError("every family must be scored on the same test images")
+    idx = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
+    alpha = (1 - CONFIDENCE) / 2
+
+    def interval(values: np.ndarray) -> tuple[float, float]:
+        lo, hi = np.nanquantile(values, [alpha, 1 - alpha])
+        return float(lo), float(hi)
+
+    out: list[dict[str, object]] = []
+    epsilons = sorted({e for f in families.values() for e in f.robust}, key=_eps_value)
+    for eps in epsilons:
+        rows: dict[str, dict[str, object]] = {}
+        boot_rates: dict[str, np.ndarray] = {}
+        for name in (f for f in names if eps in families[f].robust):
+            fam = families[name]
+            clean, robust = fam.clean[:, idx], fam.robust[eps][:, idx]  # (seeds, resamples, n)
+            boot_rates[name] = _rate(robust, clean, (0, 2))
+            seed_rates = _rate(fam.robust[eps], fam.clean, 1)
+            rows[name] = {
+                "family": name, "n_seeds": fam.clean.shape[0], "eps_label": eps,
+                "clean_acc": float(fam.clean.mean()), **_named("clean_acc", interval(clean.mean((0, 2)))),
+                "robust_acc": float(fam.robust[eps].mean()), **_named("robust_acc", interval(robust.mean((0, 2)))),
+                "robust_rate": float(_rate(fam.robust[eps], fam.clean, (0, 1))),
+                **_named("robust_rate", interval(boot_rates[name])),
+                "robust_rate_seed_min": float(np.nanmin(seed_rates)),
+                "robust_rate_seed_max": float(np.nanmax(seed_rates)),
+                "flags": ";".join(fam.flags), "reference": "", "delta": "", "delta_lo": "", "delta_hi": "",
+                "verdict": "", "reason": "",
+            }
+        for name, row in rows.items():
+            if name == reference or reference not in rows:
+                continue
+            ref = rows[reference]
+            lo, hi = interval(boot_rates[name] - boot_rates[reference])
+            row.update(reference=reference, delta=float(row["robust_rate"]) - float(ref["robust_rate"]),
+                       delta_lo=lo, delta_hi=hi, **_verdict(lo, hi, row, ref))
+        out.extend(rows.values())
+    return out
+
+
+def _named(prefix: str, bounds: tuple[float, float]) -> dict[str, float]:
+    return {f"{prefix}_lo": bounds[0], f"{prefix}_hi": bounds[1]}
+
+
+def _verdict(lo: float, hi: float, row: Mapping[str, object], ref: Mapping[str, object]) -> dict[str, str]:
+    flagged = [f"{r['family']}: {str(r['flags']).replace(';', ', ')}" for r in (row, ref) if r["flags"]]
+    if flagged:
+        return {"verdict": "not comparable", "reason": "flagged by the checks (" + "; ".join(flagged) + ")"}
+    if lo <= 0 <= hi:
+        return {"verdict": "within noise", "reason": "the 95% interval of the difference contains 0"}
+    above = lo > 0
+    seeds_apart = (row["robust_rate_seed_min"] > ref["robust_rate_seed_max"] if above
+                   else row["robust_rate_seed_max"] < ref["robust_rate_seed_min"])
+    if not seeds_apart:
+        return {"verdict": "within noise", "reason": "the seeds of the two families overlap"}
+    return {"verdict": "more robust" if above else "less robust", "reason": ""}
+
+
+def _eps_value(label: str) -> float:
+    num, _, den = str(label).partition("/")
+    return float(num) / float(den or 1)
+
+
+def family_samples(rows: Sequence[Mapping[str, str]], records_root: Path) -> dict[str, dict[str, FamilySamples]]:
+    """dataset -> family -> per-sample outcomes, read from each battery evaluation's records (worst case over the
+    battery's attacks, per epsilon)."""
+    from bench.metrics import sample_view
+    from bench.papers.underspecification import records_folder
+    from bench.records import RecordSet
+
+    from bench.checks import blocking_flags
+
+    blocking = blocking_flags()
+    per_model: dict[tuple[str, str], dict[str, dict[str, np.ndarray]]] = {}
+    flags: dict[tuple[str, str], set[str]] = {}
+    frames: dict[Path, object] = {}
+    for row in filter(is_battery_row, rows):
+        folder = records_folder(records_root, row)
+        if folder not in frames:
+            frames[folder] = RecordSet.load(folder).read()
+        frame = frames[folder]
+        eps = float(row["eps"])
+        attacks = sorted(frame.loc[np.isclose(frame["eps"].astype(float), eps), "attack"].unique())
+        view = sample_view(frame, attacks, eps)
+        key = (row["dataset"], family_of(row))
+        flags.setdefault(key, set()).update(f for f in str(row.get("flags", "")).split(";") if f in blocking)
+        outcome = per_model.setdefault(key, {}).setdefault(seed_of(row), {})
+        outcome["clean"] = view.clean_correct.astype(float)
+        outcome[str(row["eps_label"])] = view.robust.astype(float)
+    out: dict[str, dict[str, FamilySamples]] = {}
+    for (dataset, family), seeds in per_model.items():
+        ordered = [seeds[s] for s in sorted(seeds, key=int)]
+        labels = set.intersection(*(set(o) - {"clean"} for o in ordered))
+        out.setdefault(dataset, {})[family] = FamilySamples(
+            np.stack([o["clean"] for o in ordered]), {e: np.stack([o[e] for o in ordered]) for e in labels},
+            tuple(sorted(flags[(dataset, family)])))
+    return out
+
+
+def figure(comparisons: Mapping[str, list[dict[str, object]]], eps_label: str, path: Path) -> Path:
+    """Robust accuracy at ``eps_label`` against clean accuracy, one point per family (with both intervals) and
+    one panel per dataset."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    datasets = [d for d in comparisons if any(r["eps_label"] == eps_label for r in comparisons[d])]
+    fig, axes = plt.subplots(1, max(1, len(datasets)), figsize=(6 * max(1, len(datasets)), 4.8), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets):
+        for r in (r for r in comparisons[dataset] if r["eps_label"] == eps_label):
+            x, y = float(r["clean_acc"]), float(r["robust_acc"])
+            ax.errorbar(x, y, xerr=[[x - float(r["clean_acc_lo"])], [float(r["clean_acc_hi"]) - x]],
+                        yerr=[[y - float(r["robust_acc_lo"])], [float(r["robust_acc_hi"]) - y]], fmt="o", capsize=2)
+            ax.annotate(str(r["family"]), (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        ax.set_xlabel("clean accuracy (mean over seeds, 95% CI)")
+        ax.set_ylabel(f"robust accuracy at {eps_label} (standard battery)")
+        ax.set_title(dataset)
+        ax.grid(alpha=0.3)
+    fig.suptitle("The model zoo: robustness against clean accuracy, per family")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def extra_outputs(rows: Sequence[Mapping[str, str]], records_root: Path, out: Path,
+                  corruption_rows: Sequence[Mapping[str, str]] = ()) -> list[tuple[Path, str | None]]:
+    """``families.csv`` (the comparison) and ``families.png`` beside the per-model table ``out``."""
+    import csv
+    import io
+
+    comparisons = {dataset: compare_families(families) for dataset, families in family_samples(rows, records_root).items()}
+    order = {flag: i for i, flag in enumerate(DATASETS)}
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(FAMILY_COLUMNS), lineterminator="\n")
+    writer.writeheader()
+    for dataset in sorted(comparisons, key=lambda d: (order.get(d, len(order)), d)):
+        for r in comparisons[dataset]:
+            writer.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in {"dataset": dataset, **r}.items()})
+    return [(out.with_name("families.csv"), buffer.getvalue()),
+            (figure(comparisons, "2/255", out.with_name("families.png")), None)]
+
+
+PAPERS.add(TAG, Paper(
+    name=TAG, experiment=TAG, datasets=DATASETS, columns=COLUMNS, rows=table_rows,
+    sort_by=("dataset", "family", "seed", "eps_label"),
+    dataset_runs={flag: tuple((f"model={family}", f"train.epochs={epochs[flag]}") for family, epochs in FAMILIES.items())
+                  for flag in DATASETS},
+    commands=("train", "attack"),
+    command_overrides={"train": ("reuse=true",)},  # a model the zoo holds with these settings is kept: resumable
+    extra=extra_outputs,
+    table_path="results/zoo/zoo.csv",
+))
