@@ -49,7 +49,7 @@ FAMILIES: dict[str, dict[str, int]] = {
     "deit_tiny": ATTENTION,
 }
 
-COLUMNS = ("dataset", "family", "model", "seed", "eps_label", "clean_acc", "robust_acc", "robust_acc_lo",
+COLUMNS = ("dataset", "family", "model", "seed", "n", "eps_label", "clean_acc", "robust_acc", "robust_acc_lo",
            "robust_acc_hi", "flags", "config_hash", "weights_sha256")
 FAMILY_COLUMNS = ("dataset", "family", "n_seeds", "eps_label", "clean_acc", "clean_acc_lo", "clean_acc_hi",
                   "robust_acc", "robust_acc_lo", "robust_acc_hi", "robust_rate", "robust_rate_lo", "robust_rate_hi",
@@ -76,7 +76,7 @@ def table_rows(row: Mapping[str, str]) -> list[dict[str, object]]:
     if not is_battery_row(row):
         return []
     return [{"dataset": row["dataset"], "family": family_of(row), "model": row["model"], "seed": seed_of(row),
-             "eps_label": row["eps_label"], "clean_acc": row["clean_acc"], "robust_acc": row["robust_acc"],
+             "n": row["n"], "eps_label": row["eps_label"], "clean_acc": row["clean_acc"], "robust_acc": row["robust_acc"],
              "robust_acc_lo": row["robust_acc_lo"], "robust_acc_hi": row["robust_acc_hi"],
              "flags": row.get("flags", ""), "config_hash": row["config_hash"], "weights_sha256": str(row["weights_sha256"])[:8]}]
 
@@ -169,18 +169,20 @@ def _eps_value(label: str) -> float:
 
 def family_samples(rows: Sequence[Mapping[str, str]], records_root: Path) -> dict[str, dict[str, FamilySamples]]:
     """dataset -> family -> per-sample outcomes, read from each battery evaluation's records (worst case over the
-    battery's attacks, per epsilon)."""
+    battery's attacks, per epsilon). Only evaluations of a dataset's largest test set are compared (a smoke run on
+    a subset is left out), so every model is scored on the same images."""
+    from bench.checks import blocking_flags
     from bench.metrics import sample_view
     from bench.papers.underspecification import records_folder
     from bench.records import RecordSet
 
-    from bench.checks import blocking_flags
-
     blocking = blocking_flags()
+    rows = [r for r in rows if is_battery_row(r)]
+    largest = {r["dataset"]: max(int(q["n"]) for q in rows if q["dataset"] == r["dataset"]) for r in rows}
     per_model: dict[tuple[str, str], dict[str, dict[str, np.ndarray]]] = {}
     flags: dict[tuple[str, str], set[str]] = {}
     frames: dict[Path, object] = {}
-    for row in filter(is_battery_row, rows):
+    for row in (r for r in rows if int(r["n"]) == largest[r["dataset"]]):
         folder = records_folder(records_root, row)
         if folder not in frames:
             frames[folder] = RecordSet.load(folder).read()
