@@ -76,3 +76,18 @@ def build_table(paper: Paper, rows: Iterable[Mapping[str, str]]) -> list[dict[st
     order = {flag: i for i, flag in enumerate(paper.datasets)}
     return sorted(table, key=lambda r: tuple((0, order.get(str(r[k]), len(order))) if k == "dataset"
                                              else _sort_value(r[k]) for k in paper.sort_by))
+
+
+def save_figure(fig, path: Path) -> Path:
+    """Write a pyplot figure as a PNG, whole or not at all, without the matplotlib version in its metadata (so the
+    same numbers give the same bytes), and release it."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    from bench.atomic import atomic_write
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120, metadata={"Software": None})
+    plt.close(fig)
+    return atomic_write(path, buffer.getvalue())

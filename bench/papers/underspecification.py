@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.metrics import BOOTSTRAP_RESAMPLES, CONFIDENCE
-from bench.papers.base import PAPERS, Paper
+from bench.papers.base import PAPERS, Paper, save_figure
 
 TAG = "underspecification"
 DATA_ORDER_TRAIN_SEED = 0  # the data-order run fixes train.seed to this and varies train.data_order_seed
@@ -223,10 +223,7 @@ def figure(metrics_by_group: Mapping[tuple[str, str], Mapping[str, SpreadMetric]
     fig.suptitle("Models differing only in seed / data order: clean vs stress-test spread "
                  "(grey bar: one model's 95% test-sampling interval)", fontsize=9)
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)
 
 
 def extra_outputs(rows: Sequence[Mapping[str, str]], records_root: Path, out: Path,

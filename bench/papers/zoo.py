@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.metrics import BOOTSTRAP_RESAMPLES, CONFIDENCE
-from bench.papers.base import PAPERS, Paper
+from bench.papers.base import PAPERS, Paper, save_figure
 
 TAG = "zoo"
 DATASETS = ("breastmnist", "pneumoniamnist")
@@ -221,16 +221,16 @@ def figure(comparisons: Mapping[str, list[dict[str, object]]], eps_label: str, p
             ax.errorbar(x, y, xerr=[[x - float(r["clean_acc_lo"])], [float(r["clean_acc_hi"]) - x]],
                         yerr=[[y - float(r["robust_acc_lo"])], [float(r["robust_acc_hi"]) - y]], fmt="o", capsize=2)
             ax.annotate(str(r["family"]), (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        low, high = ax.get_xlim()
+        ax.plot([low, high], [low, high], ls="--", lw=0.8, color="grey", label="robust = clean (nothing lost)")
+        ax.legend(fontsize=7, loc="upper left")
         ax.set_xlabel("clean accuracy (mean over seeds, 95% CI)")
         ax.set_ylabel(f"robust accuracy at {eps_label} (standard battery)")
         ax.set_title(dataset)
         ax.grid(alpha=0.3)
     fig.suptitle("The model zoo: robustness against clean accuracy, per family")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def extra_outputs(rows: Sequence[Mapping[str, str]], records_root: Path, out: Path,
