@@ -287,9 +287,9 @@ def test_every_timm_family_of_conf_model_is_in_the_zoo_study_with_a_budget_per_d
     arch = {p.stem: yaml.safe_load(p.read_text())["arch"] for p in (REPO / "conf" / "model").glob("*.yaml")}
     assert set(FAMILIES) <= set(arch)
     assert {arch[f] for f in FAMILIES} == set(arch.values())
-    assert all(set(epochs) == set(DATASETS) and min(epochs.values()) > 0 for epochs in FAMILIES.values())
+    assert all(set(b.epochs) == set(DATASETS) and min(b.epochs.values()) > 0 for b in FAMILIES.values())
     runs = PAPERS["zoo"].runs_on("pneumoniamnist")
-    assert ("model=vit_tiny", f"train.epochs={FAMILIES['vit_tiny']['pneumoniamnist']}") in runs
+    assert ("model=vit_tiny", f"train.epochs={FAMILIES['vit_tiny'].epochs['pneumoniamnist']}", "train.lr=0.0003") in runs
 
 
 def test_families_are_compared_by_how_much_of_their_clean_accuracy_survives_with_seeds_and_test_sampling_as_noise():
