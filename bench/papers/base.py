@@ -13,19 +13,20 @@ PAPERS: Registry["Paper"] = Registry("paper", "Run `medbench paper --list` for t
 
 @dataclass(frozen=True)
 class Paper:
-    """One reproduced paper.
+    """One reproduced paper, or a study run the same way (the model zoo).
 
     ``experiment`` is the conf/experiment/ file whose multirun makes the rows (they carry its name as their
-    tag); ``runs`` the override sets, one multirun per set and dataset; ``datasets`` the flags it runs on
-    (each skipped, with the reason, when its file is missing and cannot be downloaded), with ``per_dataset``
-    overrides where a dataset needs its own (a training budget); ``commands`` what each run runs
-    (``attack.py``, and ``corrupt.py`` for a corruption track of the same models), with ``command_overrides``
-    for one command only; ``rows`` turns one
-    leaderboard row into the table's rows (none for a row that is not the paper's); ``extra`` writes further
-    outputs (a summary, a figure) from the rows, the corruption-track rows and their per-sample records:
+    tag). ``datasets`` are the flags it runs on (each skipped, with the reason, when its file is missing and
+    cannot be downloaded). ``commands`` are the ``medbench`` subcommands each run runs (``attack``; ``corrupt``
+    for a corruption track of the same models; ``train``), every run of one command before the next;
+    ``command_overrides`` go to one command only. ``runs`` are the override sets, one multirun per set, command
+    and dataset; ``dataset_runs`` replaces them for a dataset whose runs differ (the zoo's per-family budgets);
+    ``per_dataset`` adds overrides to every run of a dataset (a training budget). ``rows`` turns one leaderboard
+    row into the table's rows (none for a row that is not the paper's); ``extra`` writes further outputs (a
+    summary, a figure) from the rows, the corruption-track rows and their per-sample records:
     ``extra(rows, records_root, out, corruption_rows)``; ``table``, when set, builds the table from the model
-    zoo instead (a paper about training, not attacks); ``table_path`` where the table goes, relative to the
-    workspace (default ``results/paper/<name>.csv``).
+    zoo's cards instead (a paper about training, not attacks); ``table_path`` is where the table goes, relative
+    to the workspace (default ``results/paper/<name>.csv``).
     """
 
     name: str
