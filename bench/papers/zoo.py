@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.config import parse_eps
 from bench.metrics import BOOTSTRAP_RESAMPLES, CONFIDENCE
 from bench.papers.base import PAPERS, Paper, save_figure
 
@@ -129,7 +130,7 @@ def compare_families(families: Mapping[str, FamilySamples], reference: str = REF
         return float(lo), float(hi)
 
     out: list[dict[str, object]] = []
-    epsilons = sorted({e for f in families.values() for e in f.robust}, key=_eps_value)
+    epsilons = sorted({e for f in families.values() for e in f.robust}, key=parse_eps)
     for eps in epsilons:
         rows: dict[str, dict[str, object]] = {}
         boot_rates: dict[str, np.ndarray] = {}
@@ -176,11 +177,6 @@ def _verdict(lo: float, hi: float, row: Mapping[str, object], ref: Mapping[str, 
     if not seeds_apart:
         return {"verdict": "within noise", "reason": "the seeds of the two families overlap"}
     return {"verdict": "more robust" if above else "less robust", "reason": ""}
-
-
-def _eps_value(label: str) -> float:
-    num, _, den = str(label).partition("/")
-    return float(num) / float(den or 1)
 
 
 def family_samples(rows: Sequence[Mapping[str, str]], records_root: Path) -> dict[str, dict[str, FamilySamples]]:
