@@ -175,7 +175,7 @@ def _constant_predictor(clean: CleanPredictions) -> str | None:
 
 @check("below_published_baseline", "predictions", True,
        f"clean ACC (medmnist's Evaluator) more than {BASELINE_MARGIN} below the dataset's published ResNet-18 ACC "
-       "(bench/published.py)",
+       "(bench/published.py; a volume flag's is ResNet-18 + ACS)",
        "the model is much weaker than the published baseline for its dataset: its robustness is not comparable")
 def _below_baseline(clean: CleanPredictions) -> str | None:
     from medmnist.evaluator import getACC

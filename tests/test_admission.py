@@ -73,6 +73,15 @@ def test_a_useful_model_passes_and_a_weak_one_is_below_the_published_baseline():
     assert "below_published_baseline" not in run_prediction_checks(clean(weak, labels, flag="notamedmnistflag"))
 
 
+def test_a_volume_model_is_held_to_the_published_resnet18_acs():
+    labels = np.array([0] * 60 + [1] * 40)
+    weak = labels.copy()
+    weak[:36] = 1  # 64% accurate: more than 0.10 below AdrenalMNIST3D's ResNet-18 + ACS (0.754)
+    fired = run_prediction_checks(clean(weak, labels, flag="adrenalmnist3d"))
+    assert "0.640 is more than 0.1 below the published 0.754 (MedMNIST v2, ResNet-18 + ACS (28))" in (
+        fired["below_published_baseline"])
+
+
 def test_multi_label_constant_predictions_are_judged_by_auc():
     """All-negative predictions are normal on ChestMNIST; scores that ignore the input are not."""
     labels = rng.integers(0, 2, (200, 14))

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from bench.atomic import atomic_write
 from bench.config import workspace_root
-from bench.published import published_baseline
+from bench.published import published_for_model
 from bench.zoo import describe_training
 
 COLUMNS = ("dataset", "model", "seed", "train", "test_acc", "test_auc", "published_model", "published_acc",
@@ -58,7 +58,7 @@ def zoo_rows(zoo: Path, model: str | None) -> tuple[list[dict[str, str]], list[s
         if card.get("train", {}).get("n_train") is not None:
             skipped.append(f"{card_file.relative_to(zoo)} (trained on a subset of {card['train']['n_train']} images)")
             continue
-        published = published_baseline(card["dataset"], card["size"])
+        published = published_for_model(card["dataset"], card["size"], card.get("arch", ""), card.get("volume") or "acs")
         rows.append({
             "dataset": card["dataset"], "model": card["name"], "seed": str(card["seed"]),
             "train": describe_training(card.get("train", {})),
