@@ -50,3 +50,18 @@ def test_a_zoo_model_is_shown_beside_its_own_conversion_and_depth():
     assert published_for_model("adrenalmnist3d", 28, "resnet18", "2.5d") == published_volume("adrenalmnist3d", 18, "2.5d")
     assert published_for_model("adrenalmnist3d", 28, "resnet50", "3d") == published_volume("adrenalmnist3d", 50, "3d")
     assert published_for_model("breastmnist", 224, "densenet121") == published_baseline("breastmnist", 224)
+
+
+def test_the_baselines_table_shows_a_volume_card_beside_its_conversion(tmp_path):
+    import json
+
+    from bench.cli.baselines import zoo_rows
+
+    card = {"name": "resnet18_native", "arch": "resnet18", "dataset": "adrenalmnist3d", "size": 28, "seed": 0,
+            "volume": "2.5d", "metrics": {"test_acc": 0.75, "test_auc": 0.8},
+            "train": {"epochs": 10, "command": "python scripts/train.py dataset=adrenalmnist3d model.volume=2.5d"}}
+    (tmp_path / "adrenalmnist3d_28").mkdir()
+    (tmp_path / "adrenalmnist3d_28" / "resnet18_native_seed0_x.json").write_text(json.dumps(card))
+    rows, skipped = zoo_rows(tmp_path, None)
+    assert skipped == [] and len(rows) == 1
+    assert (rows[0]["published_model"], rows[0]["published_acc"]) == ("MedMNIST v2, ResNet-18 + 2.5D (28)", "0.772")
