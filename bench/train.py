@@ -187,8 +187,10 @@ def train_classifier(
         },
         train={**asdict(cfg), "milestones": list(cfg.milestones), "seconds": round(seconds, 1), "command": command,
                "propagations_per_step": method.propagations_per_step, "selected_by": method.selection_metric,
-               # the bits depend on these too: CPU kernels split their sums by thread (same threads, same sha256)
+               # the bits depend on these too: CPU kernels split their sums by thread (same threads, same sha256),
+               # and pick their code by the CPU's vector instructions (AVX2 and AVX-512 machines differ)
                "torch_version": torch.__version__, "torch_threads": torch.get_num_threads(),
+               "cpu_capability": torch.backends.cpu.get_cpu_capability(),
                "history": history},
         created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         medbench_version=__version__,

@@ -107,7 +107,8 @@ def test_a_model_trained_in_another_data_order_differs_and_the_seeds_own_order_i
 
 def test_the_same_training_twice_gives_the_same_bytes_and_the_card_names_what_the_bits_depend_on(real_root, tmp_path):
     """Same settings, seed, torch and thread count: the same sha256, so a retrained zoo entry keeps its rows. CPU
-    kernels split their sums by thread, so the card records the thread count and the torch version too."""
+    kernels split their sums by thread and pick code by the CPU's vector instructions, so the card records the thread
+    count, the CPU capability and the torch version too."""
     import torch
 
     from bench.models import ModelSpec, read_card, sha256_file
@@ -122,6 +123,7 @@ def test_the_same_training_twice_gives_the_same_bytes_and_the_card_names_what_th
     card = read_card(paths[0])
     assert card.train["torch_threads"] == torch.get_num_threads()
     assert card.train["torch_version"] == torch.__version__
+    assert card.train["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
 
 
 @pytest.mark.parametrize("defense, params", [("none", {}), ("pgd_at", {"eps": "2/255", "steps": 2, "rel_stepsize": 0.5})])
