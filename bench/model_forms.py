@@ -192,8 +192,10 @@ class _Compiled(nn.Module):
 
 
 def running_form(module: nn.Module, default: str) -> str:
-    """The form ``module`` (an attack model) runs in right now: ``default`` unless a compiled form fell back."""
-    return module.form if isinstance(module, _Compiled) else default
+    """The form ``module`` (an attack model) runs in right now: ``default`` unless a compiled form fell back
+    (looked for inside an input-transform defense too, whose classifier is the part that has a form)."""
+    inner = module.model if _is_transform_defense(module) else module
+    return inner.form if isinstance(inner, _Compiled) else default
 
 
 @register_form("torch_eager")
@@ -347,6 +349,32 @@ def _uncheckable(model: nn.Module) -> str:
     return ""
 
 
+def _is_transform_defense(model: nn.Module) -> bool:
+    """A deterministic defense (``bench.defenses.Defense``) whose non-differentiable input transform runs in front
+    of a classifier: the transform has no form, but the classifier does."""
+    declaration = getattr(model, "declaration", None)
+    return (declaration is not None and declaration.transforms_input and not declaration.differentiable
+            and not declaration.randomised and isinstance(getattr(model, "model", None), nn.Module)
+            and hasattr(model, "view") and hasattr(model, "transform"))
+
+
+def _around_classifier(defense: nn.Module, form: str, dev: torch.device, check_inputs: torch.Tensor,
+                       planned_passes: float | None, grad_share: float) -> AttackModel:
+    """A deterministic input transform outside autograd (JPEG, bit depth): the defense as it is, around its
+    classifier in ``form``, built and checked against the eager classifier on the transformed check inputs.
+
+    The whole defense cannot be checked against its eager forward through autograd, but nothing of it needs to
+    be: the transform is the same code in every form, and the classifier behind it is an ordinary model. The
+    returned module is a view of the defense (``Defense.view``), so its straight-through (BPDA) view and its
+    plain one keep the checked classifier."""
+    with torch.no_grad():
+        seen = defense.transform(check_inputs.to(dev))
+    inner = attack_model(defense.model, form, dev, seen, planned_passes, grad_share)
+    note = "the defense's input transform runs outside autograd, so the form is its classifier's, checked on " \
+           "transformed inputs" + (f"; {inner.note}" if inner.note else "")
+    return AttackModel(defense.view(model=inner.module), inner.form, inner.prepare_s, inner.gap, note)
+
+
 def samples_per_second(module: nn.Module, x: torch.Tensor, rounds: int = 3,
                        grad_share: float = DEFAULT_GRAD_SHARE) -> float:
     """The rate attacks see from ``module`` on ``x``: sample-passes per second over a mix of forwards without
@@ -387,9 +415,13 @@ def attack_model(model: nn.Module, form: str, device: str | torch.device, check_
     need an input gradient (``PlannedPasses`` in ``bench.evaluate``).
     """
     dev = torch.device(device)
+    if form == AUTO and _is_transform_defense(model):
+        return _around_classifier(model, AUTO, dev, check_inputs, planned_passes, grad_share)
     if form == AUTO:
         return _fastest_form(model, dev, check_inputs, planned_passes, grad_share)
     name = resolve_form(form, dev)
+    if _is_transform_defense(model):
+        return _around_classifier(model, name, dev, check_inputs, planned_passes, grad_share)
     uncheckable = _uncheckable(model)
     if uncheckable and name != "torch_eager":
         eager_form = attack_model(model, "torch_eager", dev, check_inputs)

@@ -125,6 +125,32 @@ def test_randomised_defenses_run_eagerly_and_say_why(trained_breast):
     assert form.form == "torch_eager" and "randomised" in form.note
 
 
+def test_a_deterministic_transform_runs_in_front_of_its_classifiers_checked_form(trained_breast):
+    """JPEG or bit depth cannot be checked through autograd, but the classifier behind them can: it gets a fast
+    form, checked on transformed inputs, and BPDA's straight-through gradient still reaches the input through it."""
+    from bench.model_forms import attack_model, running_form
+
+    model, _, _ = trained_breast
+    bits = build_defense(DefenseSpec("bit_depth"), model).eval()
+    x = torch.rand(8, 1, 28, 28)
+    form = attack_model(bits, "torch_bn_folded", "cpu", x)
+    assert form.form == "torch_bn_folded" and "classifier" in form.note and form.gap <= 1
+    assert isinstance(form.module, Defense) and running_form(form.module, form.form) == "torch_bn_folded"
+    with torch.no_grad():
+        torch.testing.assert_close(form.module(x), bits(x), atol=2e-3, rtol=2e-3)
+
+    def input_gradient(view):
+        xg = x.clone().requires_grad_(True)
+        view(xg).logsumexp(1).sum().backward()
+        return xg.grad
+
+    assert input_gradient(form.module).abs().sum() == 0  # the plain view: what a naive attack sees
+    torch.testing.assert_close(input_gradient(gradient_view(form.module)), input_gradient(gradient_view(bits)),
+                               atol=1e-4, rtol=1e-3)  # BPDA through the form = BPDA through eager
+    chosen = attack_model(bits, "auto", "cpu", x, planned_passes=100)  # too short a run to compile
+    assert isinstance(chosen.module, Defense) and "classifier" in chosen.note and "auto:" in chosen.note
+
+
 def test_a_trained_defense_refuses_weights_not_trained_that_way(trained_breast):
     from bench.experiment import check_trained_as_declared
 
