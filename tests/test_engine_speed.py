@@ -42,7 +42,10 @@ def test_each_form_gives_the_eager_logits_and_the_same_pgd_result(form, trained_
     model = trained_breast[0]
     x, y, task = batch
     fast = attack_model(model, form, "cpu", x)
-    assert fast.form == form and fast.gap <= 1 and (not fast.note or fast.note.startswith("compiled artefacts"))
+    # a compiled form may have had to build without the artefacts cache (a dynamo bug when one process compiles
+    # a second model: bench.model_forms._build_compiled); it is still compiled and checked
+    assert fast.form == form and fast.gap <= 1 and (not fast.note or fast.note.startswith(
+        ("compiled artefacts", "compile cache not used (building under it failed")))
     # every module of a form is in eval mode, wrappers included (certification refuses a training-mode base)
     assert not any(m.training for m in fast.module.modules())
     with torch.no_grad():
