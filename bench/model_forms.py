@@ -415,13 +415,11 @@ def attack_model(model: nn.Module, form: str, device: str | torch.device, check_
     need an input gradient (``PlannedPasses`` in ``bench.evaluate``).
     """
     dev = torch.device(device)
-    if form == AUTO and _is_transform_defense(model):
-        return _around_classifier(model, AUTO, dev, check_inputs, planned_passes, grad_share)
+    if _is_transform_defense(model):  # the classifier inside resolves ``form`` (auto included) for itself
+        return _around_classifier(model, form, dev, check_inputs, planned_passes, grad_share)
     if form == AUTO:
         return _fastest_form(model, dev, check_inputs, planned_passes, grad_share)
     name = resolve_form(form, dev)
-    if _is_transform_defense(model):
-        return _around_classifier(model, name, dev, check_inputs, planned_passes, grad_share)
     uncheckable = _uncheckable(model)
     if uncheckable and name != "torch_eager":
         eager_form = attack_model(model, "torch_eager", dev, check_inputs)
