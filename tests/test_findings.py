@@ -65,6 +65,16 @@ def test_a_transform_is_compared_with_the_undefended_evaluation_of_the_weights_i
     rows = wrapped + other + [dict(r, weights_sha256="backbone") for r in transform_rows()]
     line = next(l for l in findings_markdown(track(rows)) if l.startswith("| bit_depth(bits=4) |"))
     assert "0.280 [0.21, 0.35]" in line and "0.400" not in line
+    assert line.rstrip().endswith("| `backbone` / `backbone` |")
+
+
+def test_a_comparison_over_other_weights_names_both_and_an_unranked_row_names_the_rules_it_fails():
+    """No undefended evaluation of the weights a transform wraps: it is compared with another one of its recipe
+    and seed, and the row says whose weights each number comes from."""
+    rows = undefended(weights_sha256="retrain1") + [dict(r, weights_sha256="backbone") for r in transform_rows()]
+    line = next(l for l in findings_markdown(track(rows)) if l.startswith("| bit_depth(bits=4) |"))
+    assert line.rstrip().endswith("| `backbone` / `retrain1` |")
+    assert "| no (fails rule: " in line  # these rows lack the battery's other epsilons
 
 
 def test_a_track_without_defenses_has_no_findings():

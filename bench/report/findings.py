@@ -68,14 +68,22 @@ def _verdict(defended: Row, undefended: Row) -> str:
 
 def _ranked_text(ev: Evaluation) -> str:
     admission = admit(ev)
-    return "yes" if admission.ranked else f"no ({', '.join(admission.failed)})"
+    return "yes" if admission.ranked else f"no (fails rule: {', '.join(admission.failed)})"
+
+
+def _weights_text(ev: Evaluation, base: Evaluation | None) -> str:
+    """Both evaluations' weights, so a reader sees when an input transform's undefended comparison ran over other
+    weights of the same recipe and seed (a zoo retrained on another CPU kind gives other bits)."""
+    mine, theirs = (ev.weights_sha256 or "?")[:8], ((base.weights_sha256 or "?")[:8] if base else "-")
+    return f"`{mine}` / `{theirs}`"
 
 
 def _comparison_table(track: Track, defended: Sequence[Evaluation], undefended: Sequence[Evaluation]) -> list[str]:
     lines = [f"Robust accuracy at {FINDINGS_EPS} (worst case over the standard battery and the adaptive attacks), "
              "against the undefended model of the same architecture, recipe and seed:", "",
-             "| defense | model | clean acc | robust acc [95% CI] | undefended [95% CI] | beats undefended? | ranked |",
-             "|---|---|---:|---:|---:|---|---|"]
+             "| defense | model | clean acc | robust acc [95% CI] | undefended [95% CI] | beats undefended? | ranked "
+             "| weights: defense / undefended |",
+             "|---|---|---:|---:|---:|---|---|---|"]
     for ev in defended:
         row, base = _battery_row(ev, FINDINGS_EPS), _undefended_for(ev, undefended)
         base_row = _battery_row(base, FINDINGS_EPS) if base else None
@@ -86,7 +94,7 @@ def _comparison_table(track: Track, defended: Sequence[Evaluation], undefended: 
             if base_row else "not evaluated"
         verdict = _verdict(row, base_row) if base_row else "-"
         lines.append(f"| {ev.defense} | {ev.model} | {fmt(row.get('clean_acc'))} | {mine} | {theirs} | {verdict} "
-                     f"| {_ranked_text(ev)} |")
+                     f"| {_ranked_text(ev)} | {_weights_text(ev, base)} |")
     return lines + [""]
 
 
