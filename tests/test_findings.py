@@ -79,3 +79,14 @@ def test_a_comparison_over_other_weights_names_both_and_an_unranked_row_names_th
 
 def test_a_track_without_defenses_has_no_findings():
     assert findings_markdown(track(undefended())) == []
+
+
+def test_a_win_measured_by_an_unreliable_evaluation_is_not_called_one():
+    """A transform whose plain and BPDA attacks left samples that Square then broke is flagged unreliable: even
+    with its interval above the undefended model's, the findings do not call it a win."""
+    flagged = [dict(r, flags="black_box_beats_white_box_per_sample", unreliable="True", robust_acc=0.6,
+                    robust_acc_lo=0.55, robust_acc_hi=0.65) if r["attack"] == "battery:standard" else r
+               for r in transform_rows()]
+    line = next(l for l in findings_markdown(track(undefended() + flagged)) if l.startswith("| bit_depth(bits=4) |"))
+    assert "**yes**" not in line
+    assert "intervals apart, but the evaluation is unreliable (black_box_beats_white_box_per_sample)" in line

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from bench.checks import BLACK_BOX_KINDS
+from bench.checks import BLACK_BOX_KINDS, CHECKS
 from bench.leaderboard.admission import Evaluation, admit, group_evaluations
 from bench.report.tracks import Row, Track, eps_key, fmt, fmt_ci, num
 
@@ -66,6 +66,19 @@ def _verdict(defended: Row, undefended: Row) -> str:
     return "not shown: intervals overlap"
 
 
+def _unreliable_flags(ev: Evaluation) -> list[str]:
+    return [f for f in ev.flags if f in CHECKS and CHECKS[f].unreliable]
+
+
+def _qualified(verdict: str, ev: Evaluation) -> str:
+    """A win measured by an evaluation a check found flawed is not called one: its attacks left samples a weaker
+    attack broke, so its robust accuracy is likely too high (Carlini et al. 2019)."""
+    flawed = _unreliable_flags(ev)
+    if flawed and verdict.startswith("**yes**"):
+        return f"not shown: intervals apart, but the evaluation is unreliable ({', '.join(flawed)})"
+    return verdict
+
+
 def _ranked_text(ev: Evaluation) -> str:
     admission = admit(ev)
     return "yes" if admission.ranked else f"no (fails rule: {', '.join(admission.failed)})"
@@ -92,7 +105,7 @@ def _comparison_table(track: Track, defended: Sequence[Evaluation], undefended: 
         mine = fmt_ci(row["robust_acc"], row.get("robust_acc_lo"), row.get("robust_acc_hi"))
         theirs = fmt_ci(base_row["robust_acc"], base_row.get("robust_acc_lo"), base_row.get("robust_acc_hi")) \
             if base_row else "not evaluated"
-        verdict = _verdict(row, base_row) if base_row else "-"
+        verdict = _qualified(_verdict(row, base_row), ev) if base_row else "-"
         lines.append(f"| {ev.defense} | {ev.model} | {fmt(row.get('clean_acc'))} | {mine} | {theirs} | {verdict} "
                      f"| {_ranked_text(ev)} | {_weights_text(ev, base)} |")
     return lines + [""]
