@@ -320,6 +320,10 @@ def open_records(cfg: DictConfig, prep: Prepared):
         "format": FORMAT_VERSION, "config": result_config(cfg), "weights_sha256": prep.card.sha256,
         "n": len(prep.split), "batch_size": int(cfg.eval.batch_size),
     }
+    if prep.adaptive:
+        # the declaration, not the config, picks a defense's adaptive attacks: a code change that adds or replaces
+        # one must not resume into batches attacked without it (undefended folders keep their old fingerprint)
+        fingerprint["adaptive"] = list(prep.adaptive)
     folder = cfg.records.get("dir")
     if not folder:
         folder = Path(str(cfg.paths.records_root)) / prep.info.track / prep.model_id / f"{config_hash(cfg)}-{prep.card.sha256[:8]}"

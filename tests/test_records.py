@@ -149,3 +149,21 @@ def test_merge_refuses_different_configurations(tmp_path):
     with pytest.raises(RecordMismatchError, match="different configurations"):
         merge([a.root, b.root], tmp_path / "c")
     assert not (tmp_path / "c").exists()
+
+
+def test_a_defense_whose_adaptive_attacks_changed_does_not_resume_into_the_old_batches(tmp_path):
+    """The adaptive attacks come from the defense's declaration in code, not from the config: records written
+    with another set (an older version's) are refused, naming the difference, instead of being mixed in."""
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+
+    from bench.experiment import open_records
+
+    cfg = OmegaConf.create({"eval": {"batch_size": 8}, "records": {"dir": str(tmp_path / "r")}, "seed": 0})
+    prep = SimpleNamespace(card=SimpleNamespace(sha256="w"), split=[0] * 8, adaptive=("bpda_apgd_ce",))
+    open_records(cfg, prep).write_batch(0, 8, [{"index": i} for i in range(8)])
+    assert open_records(cfg, prep).finished_batches() == [(0, 8)]  # same set: resumes
+    newer = SimpleNamespace(**{**vars(prep), "adaptive": ("bpda_apgd_ce", "transfer_backbone")})
+    with pytest.raises(RecordMismatchError, match="adaptive"):
+        open_records(cfg, newer)
