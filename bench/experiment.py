@@ -321,9 +321,12 @@ def open_records(cfg: DictConfig, prep: Prepared):
         "n": len(prep.split), "batch_size": int(cfg.eval.batch_size),
     }
     if prep.adaptive:
-        # the declaration, not the config, picks a defense's adaptive attacks: a code change that adds or replaces
-        # one must not resume into batches attacked without it (undefended folders keep their old fingerprint)
+        # the declaration in code, not the config, picks a defense's adaptive attacks and BPDA's gradient: a version
+        # that changes either must not resume into batches attacked the old way (undefended folders keep theirs)
+        from bench.defenses import declaration_of
+
         fingerprint["adaptive"] = list(prep.adaptive)
+        fingerprint["declaration"] = declaration_of(prep.model).as_dict()
     folder = cfg.records.get("dir")
     if not folder:
         folder = Path(str(cfg.paths.records_root)) / prep.info.track / prep.model_id / f"{config_hash(cfg)}-{prep.card.sha256[:8]}"

@@ -90,7 +90,7 @@ class ModelSpecYaml:
 class DeclarationYaml:
     randomised: bool = _field("inference draws randomness, two calls may differ (EoT is run)", "false")
     differentiable: bool = _field("the defense's gradient is useful (false: attacked with BPDA)", "false")
-    gradient: str | None = _field("exact | straight_through (optional; must match the registered defense)",
+    gradient: str | None = _field("exact | straight_through | surrogate (optional; must match the registered defense)",
                                   "straight_through", None)
     transforms_input: bool | None = _field("the defense transforms inputs before the classifier (optional)",
                                            "true", None)

@@ -151,9 +151,9 @@ def test_merge_refuses_different_configurations(tmp_path):
     assert not (tmp_path / "c").exists()
 
 
-def test_a_defense_whose_adaptive_attacks_changed_does_not_resume_into_the_old_batches(tmp_path):
-    """The adaptive attacks come from the defense's declaration in code, not from the config: records written
-    with another set (an older version's) are refused, naming the difference, instead of being mixed in."""
+def test_a_defense_whose_adaptive_attacks_or_gradient_changed_does_not_resume_into_the_old_batches(tmp_path):
+    """The adaptive attacks and BPDA's gradient come from the defense's declaration in code, not from the config:
+    records written with others (an older version's) are refused, naming the difference, instead of mixed in."""
     from types import SimpleNamespace
 
     from omegaconf import OmegaConf
@@ -161,9 +161,17 @@ def test_a_defense_whose_adaptive_attacks_changed_does_not_resume_into_the_old_b
     from bench.experiment import open_records
 
     cfg = OmegaConf.create({"eval": {"batch_size": 8}, "records": {"dir": str(tmp_path / "r")}, "seed": 0})
-    prep = SimpleNamespace(card=SimpleNamespace(sha256="w"), split=[0] * 8, adaptive=("bpda_apgd_ce",))
+    import torch.nn as nn
+
+    from bench.defenses import DEFENSES
+
+    jpeg = DEFENSES["jpeg"](nn.Identity())
+    prep = SimpleNamespace(card=SimpleNamespace(sha256="w"), split=[0] * 8, adaptive=("bpda_apgd_ce",), model=jpeg)
     open_records(cfg, prep).write_batch(0, 8, [{"index": i} for i in range(8)])
     assert open_records(cfg, prep).finished_batches() == [(0, 8)]  # same set: resumes
     newer = SimpleNamespace(**{**vars(prep), "adaptive": ("bpda_apgd_ce", "transfer_backbone")})
     with pytest.raises(RecordMismatchError, match="adaptive"):
         open_records(cfg, newer)
+    identity_bpda = DEFENSES["bit_depth"](nn.Identity())  # same attacks, another declared BPDA gradient
+    with pytest.raises(RecordMismatchError, match="declaration.gradient"):
+        open_records(cfg, SimpleNamespace(**{**vars(prep), "model": identity_bpda}))

@@ -23,6 +23,9 @@ def register_defense(name: str):
     """Class decorator: make ``cls`` buildable as ``defense=<name>``."""
 
     def deco(cls: type[Defense]) -> type[Defense]:
+        if cls.declaration.gradient == "surrogate" and cls.surrogate is Defense.surrogate:
+            raise TypeError(f"defense {name!r} declares gradient='surrogate' but does not implement surrogate(x); "
+                            "implement it, or declare gradient='straight_through'")
         cls.name = name
         DEFENSES.add(name, cls)
         return cls

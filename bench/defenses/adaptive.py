@@ -3,9 +3,10 @@
 Each is registered with the rule that selects it (Tramer et al. 2020: an
 evaluation must attack the defense as built, not the model it wraps):
 
-- ``bpda_apgd_ce``: APGD-CE through the straight-through view of an input
-  transform (BPDA; Athalye et al. 2018): forward through the transform, its
-  gradient taken as the identity's;
+- ``bpda_apgd_ce``: APGD-CE through the BPDA view of an input transform
+  (Athalye et al. 2018): forward through the transform, backward through the
+  declared approximation (the identity, or the defense's differentiable
+  surrogate, e.g. JPEG's);
 - ``eot_apgd_ce``: APGD-CE on the mean of ``EOT_SAMPLES`` randomised forwards
   of the defense's gradient view (expectation over transformation);
 - ``transfer_backbone``: MI-FGSM examples crafted on the undefended backbone
@@ -94,7 +95,7 @@ def _apgd(context: AdaptiveContext) -> Attack:
 
 
 @adaptive_attack("bpda_apgd_ce", lambda d: d.transforms_input,
-                 "an input transform: attacked through its straight-through view (BPDA)")
+                 "an input transform: attacked through its BPDA view (identity or declared surrogate gradient)")
 def _bpda(context: AdaptiveContext) -> Attack:
     def straight_through(model: nn.Module) -> nn.Module:
         if not isinstance(model, Defense):

@@ -8,9 +8,12 @@ not the person evaluating it, decides the adaptive attacks
 (``bench/defenses/adaptive.py``):
 
 - ``differentiable=False``: the transform's gradient is useless (zero, or no
-  graph at all), so attacks also run through a *straight-through* view (BPDA,
-  Athalye et al. 2018): the transform in the forward pass, the identity in the
-  backward pass;
+  graph at all), so attacks also run through a BPDA view (Athalye et al.
+  2018): the transform in the forward pass, an approximation's gradient in the
+  backward pass: the identity's (``gradient="straight_through"``, the
+  default) or a differentiable *surrogate* the defense provides
+  (``gradient="surrogate"``, e.g. a differentiable JPEG), which is the better
+  approximation where the identity is a poor one;
 - ``randomised=True``: attacks also run on an *expectation over
   transformation* view (EoT, at least 20 draws per gradient), and the model-form
   check (compiled vs eager logits) cannot apply, so such models run eagerly;
@@ -33,7 +36,7 @@ import torch.nn as nn
 
 from bench.errors import ConfigError
 
-GRADIENTS = ("exact", "straight_through")
+GRADIENTS = ("exact", "straight_through", "surrogate")
 
 
 @dataclass(frozen=True)
@@ -42,7 +45,7 @@ class Declaration:
 
     randomised: bool = False
     differentiable: bool = True
-    gradient: str = "exact"  # exact | straight_through: how attacks get a gradient through the transform
+    gradient: str = "exact"  # exact | straight_through | surrogate: how BPDA gets a gradient through the transform
     transforms_input: bool = False
     trained: str | None = None  # pgd_at | trades | gaussian_noise: how its checkpoint was trained
     needs_labels: bool = False  # a defense must never see labels at inference (refused if true)
@@ -51,7 +54,8 @@ class Declaration:
     def __post_init__(self) -> None:
         if self.gradient not in GRADIENTS:
             raise ConfigError(f"defense gradient {self.gradient!r} is not one of {', '.join(GRADIENTS)}; "
-                              "use straight_through (BPDA) for a non-differentiable transform.")
+                              "use straight_through (BPDA) for a non-differentiable transform, or surrogate when "
+                              "the defense implements a differentiable approximation of it (Defense.surrogate).")
         if not self.differentiable and self.gradient == "exact":
             object.__setattr__(self, "gradient", "straight_through")  # the default approximation
 
@@ -74,8 +78,9 @@ class Defense(nn.Module):
     ``transform`` returns the transformed input; a non-differentiable transform
     computes it however it likes (no autograd graph needed): in the plain view
     its output is connected to ``x`` with a zero gradient, which is exactly what
-    a naive gradient attack sees. ``straight_through`` swaps in the identity's
-    gradient (BPDA). Randomised defenses draw noise from ``self.rng()``: the
+    a naive gradient attack sees. ``straight_through`` (the BPDA view) swaps in
+    the gradient of the declared approximation: the identity's, or
+    ``surrogate(x)``'s when the declaration says ``gradient="surrogate"``. Randomised defenses draw noise from ``self.rng()``: the
     global generator normally, a freshly seeded one per call in the
     fixed-randomness view (a deterministic function that must be breakable).
     """
@@ -102,13 +107,19 @@ class Defense(nn.Module):
     def classify(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
+    def surrogate(self, x: torch.Tensor) -> torch.Tensor:
+        """A differentiable approximation of ``transform``, for ``gradient="surrogate"`` (BPDA's backward pass)."""
+        raise NotImplementedError(f"defense {self.name!r} declares gradient='surrogate' but implements no surrogate")
+
     # -- the forward every attack and metric sees ------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.declaration.transforms_input:
             return self.classify(x)
         t = self.transform(x)
         if self.straight_through:
-            t = x + (t - x).detach()  # BPDA: forward through the transform, backward as the identity
+            # BPDA: forward through the transform, backward through the declared approximation
+            g = self.surrogate(x) if self.declaration.gradient == "surrogate" else x
+            t = g + (t - g).detach()
         elif not self.declaration.differentiable:
             t = t.detach() + 0 * x  # what autograd gives a naive attack: a zero gradient
         return self.classify(t)

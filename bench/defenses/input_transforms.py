@@ -2,12 +2,17 @@
 
 Proposed as defenses by Dziugaite et al. 2016 / Guo et al. 2018 (JPEG), Xu et
 al. 2018 (feature squeezing: bit depth, median filter). Athalye et al. 2018
-broke them with BPDA: attack through the transform as if it were the identity.
-JPEG and quantisation have no useful gradient (none, or zero almost
-everywhere) and are declared non-differentiable; the median filter is
-differentiable almost everywhere (its gradient picks the median pixel) and is
-declared so. Every input transform is also attacked through the
-straight-through view (``bench/defenses/adaptive.py``).
+broke them with BPDA: attack through the transform with an approximation's
+gradient. JPEG and quantisation have no useful gradient (none, or zero almost
+everywhere) and are declared non-differentiable: bit depth is attacked through
+the identity (its rounding moves a pixel by at most half a level), JPEG
+through a differentiable JPEG (``differentiable_jpeg.py``), since the identity
+is a poor approximation of it (measured: on 55 PneumoniaMNIST images APGD-CE
+through the identity left 0.96 robust at 2/255 and 0.76 at 4/255, through the
+differentiable JPEG 0.87 and 0.35). The median filter is differentiable almost
+everywhere (its gradient picks the median pixel) and is declared so. Every
+input transform is also attacked through its BPDA view
+(``bench/defenses/adaptive.py``).
 """
 
 from __future__ import annotations
@@ -17,14 +22,17 @@ import torch.nn.functional as F
 
 from bench.defenses import register_defense
 from bench.defenses.base import Declaration, Defense
+from bench.defenses.differentiable_jpeg import differentiable_jpeg
 from bench.errors import ConfigError
 
 
 @register_defense("jpeg")
 class JPEG(Defense):
-    """Encode and decode every image as JPEG at ``quality`` (Pillow's libjpeg), in uint8 as a file would be."""
+    """Encode and decode every image as JPEG at ``quality`` (Pillow's libjpeg), in uint8 as a file would be.
 
-    declaration = Declaration(differentiable=False, transforms_input=True)
+    BPDA differentiates a differentiable JPEG of the same quality (``surrogate``) in place of the codec."""
+
+    declaration = Declaration(differentiable=False, gradient="surrogate", transforms_input=True)
     PARAMS = {"quality": 75}
 
     def __init__(self, model, **params):
@@ -49,6 +57,9 @@ class JPEG(Defense):
             decoded = np.asarray(Image.open(buffer))
             out.append(decoded.reshape(image.shape))
         return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).to(x.device, x.dtype) / 255
+
+    def surrogate(self, x: torch.Tensor) -> torch.Tensor:
+        return differentiable_jpeg(x, self.quality)
 
 
 @register_defense("bit_depth")
