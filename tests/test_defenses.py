@@ -344,3 +344,19 @@ def test_any_module_is_evaluated_from_python_without_hydra(tmp_path, real_root):
     assert rows[0]["adaptive"] == "bpda_apgd_ce;transfer_backbone"
     assert {r["attack"] for r in rows} >= {"fgsm", "pgd_linf", "bpda_apgd_ce", "transfer_backbone"}
     assert (tmp_path / "leaderboard" / "breastmnist_28_linf.csv").exists()  # local rows, never results/
+
+
+def test_the_bpda_validation_compares_every_gradient_a_transform_can_be_attacked_through():
+    """scripts/validate_bpda.py attacks JPEG through autograd, the identity and its surrogate, bit depth (which has
+    no surrogate) through the first two; each view's forward is the real transform."""
+    from scripts.validate_bpda import views
+
+    x = torch.rand(2, 1, 28, 28)
+    for name, expected in (("jpeg", ["none (autograd)", "straight_through", "surrogate"]),
+                           ("bit_depth", ["none (autograd)", "straight_through"])):
+        defense = build_defense(DefenseSpec(name), TinyNet()).eval()
+        found = views(defense)
+        assert list(found) == expected
+        with torch.no_grad():
+            for view in found.values():
+                torch.testing.assert_close(view(x), defense(x))
