@@ -139,7 +139,7 @@ def corruption_table(rows: Sequence[Mapping[str, str]]) -> tuple[list[str], list
     """Header and cells of a track's summary table: one line per evaluation, mean balanced error per corruption."""
     names = list(dict.fromkeys(r["corruption"] for r in rows if r["corruption"] != ALL))
     header = ["rank", "model", "defense", "n", "clean BE", "mean BE [95% CI]", "mean acc", "mean AUC",
-              *names, "status", "config_hash"]
+              *names, "status", "config_hash", "weights"]
     body = []
     for rank, ev, why in ranked(rows):
         means = {r["corruption"]: r for r in ev if r["severity"] == MEAN}
@@ -154,7 +154,8 @@ def corruption_table(rows: Sequence[Mapping[str, str]]) -> tuple[list[str], list
         body.append(["" if rank is None else str(rank), first["model"], first["defense"], first["n"],
                      f3(first["clean_balanced_error"]), mean_cell, f3(top and top["acc"]), f3(top and top["auc"]),
                      *[f3(means[c]["balanced_error"]) if c in means else "" for c in names],
-                     "ranked" if why is None else f"unranked: {why}", first["config_hash"]])
+                     "ranked" if why is None else f"unranked: {why}", first["config_hash"],
+                     (first.get("weights_sha256") or "")[:8]])  # a retrained backbone is another evaluation
     return header, body
 
 
