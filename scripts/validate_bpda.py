@@ -38,7 +38,7 @@ def views(defense: Defense) -> dict[str, torch.nn.Module]:
     out = {"none (autograd)": defense,
            "straight_through": defense.view(straight_through=True,
                                             declaration=Declaration(differentiable=False, transforms_input=True))}
-    if type(defense).surrogate is not Defense.surrogate:
+    if defense.has_surrogate():
         out["surrogate"] = defense.view(straight_through=True, declaration=Declaration(
             differentiable=False, gradient="surrogate", transforms_input=True))
     return out

@@ -23,7 +23,7 @@ def register_defense(name: str):
     """Class decorator: make ``cls`` buildable as ``defense=<name>``."""
 
     def deco(cls: type[Defense]) -> type[Defense]:
-        if cls.declaration.gradient == "surrogate" and cls.surrogate is Defense.surrogate:
+        if cls.declaration.gradient == "surrogate" and not cls.has_surrogate():
             raise TypeError(f"defense {name!r} declares gradient='surrogate' but does not implement surrogate(x); "
                             "implement it, or declare gradient='straight_through'")
         cls.name = name

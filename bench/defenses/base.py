@@ -111,6 +111,10 @@ class Defense(nn.Module):
         """A differentiable approximation of ``transform``, for ``gradient="surrogate"`` (BPDA's backward pass)."""
         raise NotImplementedError(f"defense {self.name!r} declares gradient='surrogate' but implements no surrogate")
 
+    @classmethod
+    def has_surrogate(cls) -> bool:
+        return cls.surrogate is not Defense.surrogate
+
     # -- the forward every attack and metric sees ------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.declaration.transforms_input:

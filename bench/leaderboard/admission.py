@@ -202,9 +202,14 @@ def _reliable_text() -> str:
             "AutoAttack) ran and none fired.")
 
 
+def unreliable_flags(ev: Evaluation) -> list[str]:
+    """The evaluation-flaw checks that fired on ``ev`` (each sets ``unreliable``)."""
+    return [f for f in ev.flags if f in CHECKS and CHECKS[f].unreliable]
+
+
 @rule("reliable", _reliable_text())
 def _reliable(ev: Evaluation) -> str | None:
-    flawed = [f for f in ev.flags if f in CHECKS and CHECKS[f].unreliable]
+    flawed = unreliable_flags(ev)
     if flawed:
         return f"unreliable: {', '.join(flawed)}"
     if any(r.get("unreliable", "") == "" for r in ev.rows):

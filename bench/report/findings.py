@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from bench.checks import BLACK_BOX_KINDS, CHECKS
-from bench.leaderboard.admission import Evaluation, admit, group_evaluations
+from bench.checks import BLACK_BOX_KINDS
+from bench.leaderboard.admission import Evaluation, admit, group_evaluations, unreliable_flags
 from bench.report.tracks import Row, Track, eps_key, fmt, fmt_ci, num
 
 FINDINGS_EPS = "2/255"
@@ -66,14 +66,10 @@ def _verdict(defended: Row, undefended: Row) -> str:
     return "not shown: intervals overlap"
 
 
-def _unreliable_flags(ev: Evaluation) -> list[str]:
-    return [f for f in ev.flags if f in CHECKS and CHECKS[f].unreliable]
-
-
 def _qualified(verdict: str, ev: Evaluation) -> str:
     """A win measured by an evaluation a check found flawed is not called one: its attacks left samples a weaker
     attack broke, so its robust accuracy is likely too high (Carlini et al. 2019)."""
-    flawed = _unreliable_flags(ev)
+    flawed = unreliable_flags(ev)
     if flawed and verdict.startswith("**yes**"):
         return f"not shown: intervals apart, but the evaluation is unreliable ({', '.join(flawed)})"
     return verdict
