@@ -5,7 +5,10 @@ al. 2018 (feature squeezing: bit depth, median filter). Athalye et al. 2018
 broke them with BPDA: attack through the transform with an approximation's
 gradient. JPEG and quantisation have no useful gradient (none, or zero almost
 everywhere) and are declared non-differentiable: bit depth is attacked through
-the identity (its rounding moves a pixel by at most half a level), JPEG
+the identity (its rounding moves a pixel by at most half a level; a soft
+rounding would only rescale each pixel's gradient by a factor >= 0, which
+leaves the sign an L-inf attack steps along unchanged: measured, the same
+robust accuracy on 128 BreastMNIST images at 2/255 and 4/255), JPEG
 through a differentiable JPEG (``differentiable_jpeg.py``), since the identity
 is a poor approximation of it (measured: on 55 PneumoniaMNIST images APGD-CE
 through the identity left 0.96 robust at 2/255 and 0.76 at 4/255, through the
