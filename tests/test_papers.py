@@ -360,3 +360,71 @@ def test_the_zoo_study_trains_and_attacks_each_family_and_tables_the_comparison(
     assert len(families) == 8 and {r["reference"] for r in families if r["family"] == "mobilenetv3_small"} == {"resnet18_native"}
     assert all(0 <= float(r["robust_rate"]) <= 1 for r in families if r["robust_rate"] != "nan")
     assert table.with_name("families.png").stat().st_size > 10_000
+
+
+def _committed(path, columns, rows):
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def test_a_rebuilt_table_keeps_the_committed_rows_this_machine_measured_nothing_for(tmp_path):
+    """A fresh machine that retrains BreastMNIST's ResNet-18 baselines must not erase PneumoniaMNIST's, or
+    BreastMNIST's ResNet-50, measured elsewhere: rows are replaced per (dataset, model), the rest kept."""
+    import json
+
+    from bench.cli.paper import write_table
+    from bench.papers.medmnist_baselines import PAPER_RECIPE
+
+    paper = PAPERS["medmnist_baselines"]
+    out = tmp_path / "medmnist_baselines.csv"
+    old = {c: "" for c in paper.columns}
+    _committed(out, list(paper.columns), [
+        {**old, "dataset": "breastmnist", "model": "resnet18_28", "test_acc_mean": "0.1000"},
+        {**old, "dataset": "breastmnist", "model": "resnet50_28", "test_acc_mean": "0.2000"},
+        {**old, "dataset": "pneumoniamnist", "model": "resnet18_28", "test_acc_mean": "0.3000"}])
+    (tmp_path / "zoo" / "breastmnist_28").mkdir(parents=True)
+    (tmp_path / "zoo" / "breastmnist_28" / "resnet18_28_seed0.json").write_text(json.dumps({
+        "name": "resnet18_28", "dataset": "breastmnist", "size": 28, "seed": 0,
+        "metrics": {"test_acc": 0.8, "test_auc": 0.85}, "train": {**PAPER_RECIPE, "seed": 0}}))
+    assert write_table(paper, tmp_path / "no_rows", tmp_path / "no_records", out, tmp_path / "zoo") == 3
+    rows = list(csv.DictReader(open(out)))
+    assert [(r["dataset"], r["model"], r["test_acc_mean"]) for r in rows] == [
+        ("breastmnist", "resnet18_28", "0.8000"), ("breastmnist", "resnet50_28", "0.2000"),
+        ("pneumoniamnist", "resnet18_28", "0.3000")]
+
+
+def test_summaries_keep_the_committed_lines_of_kept_datasets_and_figures_stay_as_committed(tmp_path):
+    """Summaries and figures are built from per-sample records: a summary CSV merges per dataset, a figure that
+    would lose a dataset is not rewritten, and nothing is rebuilt from part of a dataset's models."""
+    from bench.cli.paper import write_table
+    from bench.papers.base import Paper
+
+    def extra(rows, records_root, out, corruption_rows):
+        out.with_name("toy.png").write_bytes(b"new figure")
+        return [(out.with_name("toy_spread.csv"), "dataset,sd\nbreastmnist,0.9\n"), (out.with_name("toy.png"), None)]
+
+    def run(measured: list[dict[str, object]]) -> None:
+        paper = Paper(name="toy", experiment="toy", datasets=("breastmnist", "pneumoniamnist"),
+                      columns=("dataset", "model", "acc"), rows=lambda row: [], sort_by=("dataset", "model"),
+                      kept_by=("dataset", "model"), table=lambda zoo: measured, extra=extra)
+        write_table(paper, tmp_path / "no_rows", tmp_path / "no_records", tmp_path / "toy.csv", tmp_path)
+
+    _committed(tmp_path / "toy.csv", ["dataset", "model", "acc"],
+               [{"dataset": "breastmnist", "model": "a", "acc": "0.1"},
+                {"dataset": "pneumoniamnist", "model": "a", "acc": "0.2"}])
+    _committed(tmp_path / "toy_spread.csv", ["dataset", "sd"],
+               [{"dataset": "breastmnist", "sd": "0.1"}, {"dataset": "pneumoniamnist", "sd": "0.2"}])
+    (tmp_path / "toy.png").write_bytes(b"committed figure")
+    run([{"dataset": "breastmnist", "model": "a", "acc": "0.7"}])
+    assert (tmp_path / "toy_spread.csv").read_text() == "dataset,sd\nbreastmnist,0.9\npneumoniamnist,0.2\n"
+    assert (tmp_path / "toy.png").read_bytes() == b"committed figure"
+    # a kept row of a dataset this machine also measured: its summary would come from part of its models
+    _committed(tmp_path / "toy.csv", ["dataset", "model", "acc"], [{"dataset": "breastmnist", "model": "b", "acc": "0.3"}])
+    run([{"dataset": "breastmnist", "model": "a", "acc": "0.7"}])
+    assert (tmp_path / "toy_spread.csv").read_text() == "dataset,sd\nbreastmnist,0.9\npneumoniamnist,0.2\n"
+    assert [r["model"] for r in csv.DictReader(open(tmp_path / "toy.csv"))] == ["a", "b"]
+    # nothing kept: every output is rebuilt
+    run([{"dataset": "breastmnist", "model": "a", "acc": "0.7"}, {"dataset": "breastmnist", "model": "b", "acc": "0.4"}])
+    assert (tmp_path / "toy.png").read_bytes() == b"new figure"

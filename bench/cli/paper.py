@@ -9,7 +9,10 @@
 Each dataset is one multirun of ``experiment=<paper>`` per command and override set the paper declares
 (scripts/attack.py, scripts/train.py...), so a killed run resumes from its
 per-sample records and reuses its trained models. A dataset whose MedMNIST file is missing and cannot be
-downloaded is skipped with the reason; the table keeps the rows of the datasets that ran.
+downloaded is skipped with the reason. The rebuilt table replaces the committed rows of what this machine
+measured (by the paper's ``kept_by`` columns: the dataset, or the dataset and model) and keeps the others, so a
+fresh machine that reruns one dataset does not erase another's rows; summaries built from per-sample records
+keep their committed lines for the kept datasets, and figures that would lose one stay as committed.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ import csv
 import io
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from bench.atomic import atomic_write
@@ -27,7 +32,7 @@ from bench.data import dataset_info, default_root, ensure_file
 from bench.errors import BenchError
 from bench.leaderboard.store import read_rows, track_files
 from bench.papers import PAPERS, build_table
-from bench.papers.base import latest_rows
+from bench.papers.base import kept_rows, latest_rows, sort_table
 
 
 def run_dataset(paper, flag: str, overrides: list[str], data_root: Path) -> bool:
@@ -61,28 +66,74 @@ def output_dir_of(overrides: list[str], what: str) -> Path:
     return Path(values.get("paths.output_root", workspace_root() / "outputs")) / what
 
 
+def read_table(path: Path) -> list[dict[str, str]]:
+    """A committed table's rows (none when it is not there yet)."""
+    if not path.is_file():
+        return []
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def table_text(columns: Sequence[str], rows: Iterable[Mapping[str, object]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n", extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def write_extras(paper, rows, records_root: Path, out: Path, corruption_rows, kept: list[dict[str, str]],
+                 table) -> None:
+    """The paper's summaries and figures. They are built from per-sample records, which this machine has only for
+    what it measured: where the table kept committed rows, a summary CSV keeps the committed lines of the datasets
+    it kept, a figure is left as committed, and nothing is rebuilt when a kept row shares a dataset with a new one
+    (that dataset's summary would be built from part of its models)."""
+    if not kept:
+        for path, text in paper.extra(rows, records_root, out, corruption_rows):
+            if text is not None:
+                atomic_write(path, text)
+            print(f"paper {paper.name}: wrote {path}")
+        return
+    kept_datasets = {r.get("dataset", "") for r in kept}
+    if kept_datasets & {str(r.get("dataset", "")) for r in table}:
+        print(f"paper {paper.name}: summaries left as committed: this machine measured part of "
+              f"{', '.join(sorted(kept_datasets))}; rerun that dataset's experiment here to rebuild them")
+        return
+    with tempfile.TemporaryDirectory() as scratch:
+        for path, text in paper.extra(rows, records_root, Path(scratch) / out.name, corruption_rows):
+            final = out.with_name(path.name)
+            if text is None:
+                print(f"paper {paper.name}: {final} left as committed: it also shows {', '.join(sorted(kept_datasets))}, "
+                      f"whose per-sample records are not on this machine")
+                continue
+            fresh = list(csv.DictReader(io.StringIO(text)))
+            order = {flag: i for i, flag in enumerate(paper.datasets)}
+            merged = sorted([*fresh, *kept_rows(("dataset",), read_table(final), fresh)],  # stable: lines keep order
+                            key=lambda r: order.get(str(r.get("dataset", "")), len(order)))
+            atomic_write(final, table_text(next(csv.reader(io.StringIO(text))), merged))
+            print(f"paper {paper.name}: wrote {final} (kept the committed lines of {', '.join(sorted(kept_datasets))})")
+
+
 def write_table(paper, leaderboard_dir: Path, records_root: Path, out: Path, zoo_dir: Path | None = None) -> int:
-    """The table, then the paper's further outputs (each file written whole or not at all)."""
+    """The table, then the paper's further outputs (each file written whole or not at all). Committed rows this
+    machine measured nothing for (by the paper's ``kept_by`` columns) are kept, and said so."""
     rows = [row for path in track_files(leaderboard_dir) for row in read_rows(path)]
     table = paper.table(zoo_dir or workspace_root() / "models") if paper.table is not None else build_table(paper, rows)
     if not table:
         where = f"the zoo {zoo_dir}" if paper.table is not None else leaderboard_dir
         raise BenchError(f"no results of {paper.experiment!r} in {where}; run the experiment first "
                          f"(python scripts/paper.py {paper.name}).")
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(paper.columns), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(table)
-    atomic_write(out, buffer.getvalue())
+    kept = kept_rows(paper.kept_by, read_table(out), table)
+    if kept:
+        groups = sorted({" ".join(r.get(k, "") for k in paper.kept_by) for r in kept})
+        print(f"paper {paper.name}: kept {len(kept)} committed rows this machine has no results for: {'; '.join(groups)}")
+    atomic_write(out, table_text(paper.columns, sort_table(paper, [*table, *kept]) if kept else table))
     if paper.extra is not None:
         from bench.leaderboard.corruption import CORRUPTION
 
         corruption_rows = [row for path in CORRUPTION.files(leaderboard_dir) for row in CORRUPTION.read(path)]
-        for path, text in paper.extra(latest_rows(rows, paper.experiment), records_root, out, corruption_rows):
-            if text is not None:
-                atomic_write(path, text)
-            print(f"paper {paper.name}: wrote {path}")
-    return len(table)
+        write_extras(paper, latest_rows(rows, paper.experiment), records_root, out, corruption_rows, kept, table)
+    return len(table) + len(kept)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,7 +26,9 @@ class Paper:
     summary, a figure) from the rows, the corruption-track rows and their per-sample records:
     ``extra(rows, records_root, out, corruption_rows)``; ``table``, when set, builds the table from the model
     zoo's cards instead (a paper about training, not attacks); ``table_path`` is where the table goes, relative
-    to the workspace (default ``results/paper/<name>.csv``).
+    to the workspace (default ``results/paper/<name>.csv``). ``kept_by`` names the columns that say which
+    committed rows a rebuilt table keeps: those whose values there the new table has no row for (a machine that
+    ran one dataset, or one model, does not erase another machine's measured rows).
     """
 
     name: str
@@ -43,6 +45,7 @@ class Paper:
     extra: Callable[..., list[tuple[Path, str | None]]] | None = None
     table: Callable[[Path], list[dict[str, object]]] | None = None  # the table from the zoo's cards, not from rows
     table_path: str | None = None
+    kept_by: tuple[str, ...] = ("dataset",)  # committed rows whose values here the new table lacks are kept
 
     def runs_on(self, flag: str) -> tuple[tuple[str, ...], ...]:
         """The override sets of ``flag``'s multiruns (one multirun per set and command)."""
@@ -73,10 +76,23 @@ def _sort_value(value: object) -> tuple[int, object]:
 
 def build_table(paper: Paper, rows: Iterable[Mapping[str, str]]) -> list[dict[str, object]]:
     """The paper's table rows, sorted, from every leaderboard row (only its tag's newest rows count)."""
-    table = [made for row in latest_rows(rows, paper.experiment) for made in paper.rows(row)]
+    return sort_table(paper, [made for row in latest_rows(rows, paper.experiment) for made in paper.rows(row)])
+
+
+def sort_table(paper: Paper, table: Iterable[Mapping[str, object]]) -> list[dict[str, object]]:
+    """Rows in the paper's order: its datasets in their declared order, then ``sort_by`` (numbers as numbers)."""
     order = {flag: i for i, flag in enumerate(paper.datasets)}
-    return sorted(table, key=lambda r: tuple((0, order.get(str(r[k]), len(order))) if k == "dataset"
-                                             else _sort_value(r[k]) for k in paper.sort_by))
+    return sorted((dict(r) for r in table), key=lambda r: tuple(
+        (0, order.get(str(r[k]), len(order))) if k == "dataset" else _sort_value(r[k]) for k in paper.sort_by))
+
+
+def kept_rows(key_columns: Sequence[str], committed: Iterable[Mapping[str, str]],
+              table: Iterable[Mapping[str, object]]) -> list[dict[str, str]]:
+    """The committed rows whose ``key_columns`` values no row of the new ``table`` has: what a rebuild keeps
+    because this machine measured nothing for them."""
+    key = lambda r: tuple(str(r.get(k, "")) for k in key_columns)  # noqa: E731
+    measured = {key(r) for r in table}
+    return [dict(r) for r in committed if key(r) not in measured]
 
 
 def save_figure(fig, path: Path) -> Path:

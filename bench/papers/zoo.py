@@ -265,7 +265,7 @@ def extra_outputs(rows: Sequence[Mapping[str, str]], records_root: Path, out: Pa
 
 PAPERS.add(TAG, Paper(
     name=TAG, experiment=TAG, datasets=DATASETS, columns=COLUMNS, rows=table_rows,
-    sort_by=("dataset", "family", "seed", "eps_label"),
+    sort_by=("dataset", "family", "seed", "eps_label"), kept_by=("dataset", "family"),
     dataset_runs={flag: tuple((f"model={family}", *budget.overrides(flag)) for family, budget in FAMILIES.items())
                   for flag in DATASETS},
     commands=("train", "attack"),
