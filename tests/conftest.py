@@ -20,7 +20,11 @@ from medmnist import INFO
 REPO = Path(__file__).resolve().parent.parent
 REAL_FLAGS = ("breastmnist", "pneumoniamnist")
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+if os.environ.get("PYTEST_XDIST_WORKER"):  # one of pytest-xdist's workers (pyproject's addopts): one core each,
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # the scripts its tests start included
+    torch.set_num_threads(1)
+else:
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
 # Experiments in tests attack the eager model: compiling each tiny run's model would cost more than the run.
 # The compiled and channels_last forms have their own tests (test_engine_speed.py, test_compile_cache.py); scripts run by tests inherit this.
 os.environ.setdefault("MEDBENCH_MODEL_FORM", "torch_eager")
@@ -111,7 +115,12 @@ def trained_breast(real_root, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("zoo") / "breast_native.safetensors"
     spec = ModelSpec("resnet18_native", "resnet18", "native")
-    train_classifier(spec, "breastmnist", 28, real_root, TrainConfig(epochs=8, seed=0), out)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # the same weights in one process or in a pytest-xdist worker (one thread): the
+    try:                      # thread count changes float sums, and the attack tests' budgets assume these weights
+        train_classifier(spec, "breastmnist", 28, real_root, TrainConfig(epochs=8, seed=0), out)
+    finally:
+        torch.set_num_threads(threads)
     model, card = load_checkpoint(out, 1, 2)
     return model, card, out
 

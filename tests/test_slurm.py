@@ -30,7 +30,7 @@ TINY = ["logger=none", "dataset.n_examples=16", "train.epochs=1", "train.n_train
         "attack=fgsm"]
 LAUNCHER = ["hydra.launcher.mem_gb=1", "hydra.launcher.cpus_per_task=1", "hydra.launcher.gpus_per_node=0",
             "hydra.launcher.timeout_min=30", "hydra.launcher.poll_s=1"]
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("slurm")]  # one one-node cluster: its tests run in turn
 
 
 def _cluster_answers() -> bool:
