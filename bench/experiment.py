@@ -91,6 +91,7 @@ def train_config_from_cfg(cfg: DictConfig) -> TrainConfig:
         n_train=t.get("n_train"),
         augment=str(t.get("augment", "none")),
         data_order_seed=None if t.get("data_order_seed") is None else int(t.data_order_seed),
+        bn_stats=str(t.get("bn_stats", "ema")),
         device=str(cfg.device),
         defense=method,
         defense_params=params,

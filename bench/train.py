@@ -27,6 +27,7 @@ from bench.data import Split, load_split
 from bench.defenses.training import training_method
 from bench.models import Classifier, ModelCard, ModelSpec, build_model, save_checkpoint
 from bench.progress import progress
+from bench.batch_norm import bn_statistics
 from bench.train_state import Progress, load_state, remove_state, save_state, state_paths
 
 
@@ -51,6 +52,9 @@ class TrainConfig:
     data_order_seed: int | None = None
     # What the weights start from: scratch, timm-hub (model.pretrained=true) or file:<sha256[:16]> (a local file).
     init: str = "scratch"
+    # The batch-norm statistics each validation (and the saved model) uses: ema (PyTorch's moving averages) or
+    # precise (recomputed over the training split; bench/batch_norm.py).
+    bn_stats: str = "ema"
 
 
 @torch.no_grad()
@@ -103,6 +107,7 @@ def train_classifier(
     info = train.info
     task = info.task
     method = training_method(cfg.defense, task, cfg.defense_params, cfg.seed)  # fails before any work if misconfigured
+    settle_bn_statistics = bn_statistics(cfg.bn_stats)
     selects_by_auc = method.selection_metric == "val_auc"
     model = build_model(spec, info.n_channels, info.num_classes, info.size, info.spatial_dims).to(cfg.device)
     optimiser = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -139,6 +144,7 @@ def train_classifier(
             total += float(loss.detach()) * len(idx)
             count += len(idx)
         scheduler.step()
+        settle_bn_statistics(model, train.images, cfg.batch_size, cfg.device)
         val_metrics = evaluate_split(model, val, cfg.device)
         score = method.score(model, val, val_metrics, cfg.device)
         key = selection_key(score, val_metrics["auc"])

@@ -51,6 +51,8 @@ def training_settings(train: TrainConfig | dict) -> dict[str, object]:
         settings[f.name] = value
     if settings["data_order_seed"] is None:  # the default (the seed's own order) keeps the ids it had before
         settings.pop("data_order_seed")
+    if settings.get("bn_stats", "ema") == "ema":  # and PyTorch's moving averages (every model before bn_stats)
+        settings.pop("bn_stats", None)
     if settings.get("init", "scratch") == "scratch":  # so does training from scratch (every model before init existed)
         settings.pop("init", None)
     if settings["defense"] in (None, "none"):  # undefended training keeps the ids it had before defenses existed
@@ -76,7 +78,8 @@ def describe_training(train: TrainConfig | dict) -> str:
     return (f"{defense}epochs={s['epochs']} augment={s['augment']} n_train={s['n_train'] or 'all'} lr={s['lr']:g} "
             f"batch_size={s['batch_size']} weight_decay={s['weight_decay']:g} milestones={milestones} gamma={s['gamma']:g}"
             + (f" data_order_seed={s['data_order_seed']}" if "data_order_seed" in s else "")
-            + (f" init={s['init']}" if "init" in s else ""))
+            + (f" init={s['init']}" if "init" in s else "")
+            + (f" bn_stats={s['bn_stats']}" if "bn_stats" in s else ""))
 
 
 def difference(wanted: TrainConfig | dict, found: TrainConfig | dict) -> str:
