@@ -86,7 +86,12 @@ def difference(wanted: TrainConfig | dict, found: TrainConfig | dict) -> str:
     """``epochs: 3 there, 100 asked for; ...``: how two trainings differ."""
     a, b = training_settings(found), training_settings(wanted)
     keys = list(dict.fromkeys([*a, *b]))
-    return "; ".join(f"{k}: {a.get(k, 'none')} there, {b.get(k, 'none')} asked for" for k in keys if a.get(k) != b.get(k))
+    shown = lambda s, k: s.get(k, LEFT_OUT_AT_DEFAULT.get(k, "none"))  # noqa: E731
+    return "; ".join(f"{k}: {shown(a, k)} there, {shown(b, k)} asked for" for k in keys if a.get(k) != b.get(k))
+
+
+# How a setting training_settings leaves out (to keep older ids) reads where it is at its default.
+LEFT_OUT_AT_DEFAULT = {"bn_stats": "ema", "init": "scratch", "data_order_seed": "the seed's", "defense": "none"}
 
 
 def zoo_path(zoo_dir: str | Path, flag: str, size: int, model_name: str, train: TrainConfig) -> Path:

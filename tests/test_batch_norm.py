@@ -11,7 +11,7 @@ from torch import nn
 from bench.batch_norm import BN_STATISTICS, bn_statistics, recompute_statistics
 from bench.errors import ConfigError
 from bench.train import TrainConfig
-from bench.zoo import describe_training, train_id
+from bench.zoo import describe_training, difference, train_id
 
 
 def _conv_bn() -> nn.Sequential:
@@ -80,6 +80,7 @@ def test_moving_averages_keep_every_existing_zoo_id_and_precise_is_a_new_entry()
     assert train_id(precise) != train_id(base)
     assert describe_training(precise).endswith("bn_stats=precise")
     assert "bn_stats" not in describe_training(base)
+    assert difference(precise, base) == "bn_stats: ema there, precise asked for"
 
 
 def test_a_model_trained_with_precise_statistics_is_saved_with_its_own_weights_statistics(real_root, tmp_path):
