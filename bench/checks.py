@@ -128,16 +128,31 @@ def _nondeterministic(model: nn.Module, x: torch.Tensor, y: torch.Tensor, task: 
     return None if same else "two identical forward passes gave different outputs"
 
 
-@check("unbounded_eps_not_zero", "model", True, "PGD (20 steps) with an L-inf budget of 1 leaves more than 5% robust",
+# Unbounded PGD twice; a probe sample counts as robust only if it survives both (any adversarial example in the
+# eps-1 ball is a witness). The first starts from a random point of the ball (steps 0.1, cross-entropy), which is
+# uniform noise, where some models saturate on one class with a flat gradient; the second starts from the image
+# (steps 0.01) and climbs the CW margin, whose gradient does not vanish when the softmax saturates in float32.
+# MobileNetV3-Small on BreastMNIST (seed 1, 32 probe samples): from noise 66% "survived" (the class-1 share; the
+# model calls all noise class 1), from the image with cross-entropy 6% (gradient 0 at p = 1), with the margin none;
+# the battery had broken all of them at 1/255. A masked gradient (zero, shattered) survives both.
+UNBOUNDED_STARTS = ({"rel_stepsize": 0.1, "random_start": True, "loss": "ce"},
+                    {"rel_stepsize": 0.01, "random_start": False, "loss": "margin"})
+
+
+@check("unbounded_eps_not_zero", "model", True, "PGD (20 steps) with an L-inf budget of 1, from a random start "
+       "(steps 0.1, cross-entropy) and from the image (steps 0.01, CW margin), leaves more than 5% robust to both",
        "unbounded PGD leaves samples robust: the attack is not converging (masking or a bug)", unreliable=True)
 def _unbounded(model: nn.Module, x: torch.Tensor, y: torch.Tensor, task: Task) -> str | None:
     from bench.attacks import build_attack
 
-    attack = build_attack("pgd", "linf", 0, {"steps": 20, "rel_stepsize": 0.1, "random_start": True})
-    (out,) = attack(_attacked_view(model), x, y, [1.0], task)
-    with torch.no_grad():
-        robust = float(task.correct(model(out.x_adv), y).float().mean())
-    return f"{robust:.0%} of the probe samples survive an unbounded PGD" if robust > 0.05 else None
+    robust = torch.ones(len(x), dtype=torch.bool)
+    for start in UNBOUNDED_STARTS:
+        attack = build_attack("pgd", "linf", 0, {"steps": 20, **start})
+        (out,) = attack(_attacked_view(model), x, y, [1.0], task)
+        with torch.no_grad():
+            robust &= task.correct(model(out.x_adv), y).cpu()
+    share = float(robust.float().mean())
+    return f"{share:.0%} of the probe samples survive an unbounded PGD from both starts" if share > 0.05 else None
 
 
 # --------------------------------------------------------------------------------------------------

@@ -9,14 +9,20 @@ from bench.attacks.base import Attack, best_over_restarts
 from bench.attacks.criteria import Criterion
 from bench.attacks.registry import register_attack
 from bench.attacks.threat import normalise_gradient, project, random_start
-from bench.errors import ConfigError
+from bench.errors import ConfigError, unknown_choice
 
 
-def loss_and_grad(model: nn.Module, x_adv: torch.Tensor, criterion: Criterion) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits at ``x_adv`` and the gradient of the summed criterion loss with respect to it."""
+# The losses PGD climbs: cross-entropy (Madry et al.), or the CW margin, whose gradient does not vanish when the
+# model is so confident that the softmax saturates in float32 (the cross-entropy's gradient is then exactly 0).
+PGD_LOSSES = {"ce": Criterion.loss, "margin": Criterion.margin}
+
+
+def loss_and_grad(model: nn.Module, x_adv: torch.Tensor, criterion: Criterion,
+                  loss: str = "ce") -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits at ``x_adv`` and the gradient of the summed loss (``PGD_LOSSES``) with respect to it."""
     x_adv = x_adv.detach().requires_grad_(True)
     logits = model(x_adv)
-    (grad,) = torch.autograd.grad(criterion.loss(logits).sum(), x_adv)
+    (grad,) = torch.autograd.grad(PGD_LOSSES[loss](criterion, logits).sum(), x_adv)
     return logits.detach(), grad
 
 
@@ -53,7 +59,7 @@ class PGD(Attack):
 
     @classmethod
     def param_names(cls):
-        return ("steps", "rel_stepsize", "abs_stepsize", "random_start", "restarts", "momentum", "early_stop")
+        return ("steps", "rel_stepsize", "abs_stepsize", "random_start", "restarts", "momentum", "early_stop", "loss")
 
     def __init__(self, norm="linf", seed=0, **params):
         super().__init__(norm, seed, **params)
@@ -64,6 +70,9 @@ class PGD(Attack):
         self.restarts = int(params.get("restarts", 1))
         self.momentum = float(params.get("momentum", 0.0))
         self.early_stop = bool(params.get("early_stop", True))
+        self.loss = str(params.get("loss", "ce"))
+        if self.loss not in PGD_LOSSES:
+            raise unknown_choice("pgd loss", self.loss, PGD_LOSSES, "Set the attack's params.loss to one of them.")
         # Transfer attacks want the final surrogate iterate, not the first that fools the surrogate.
         self.keep_first_success = True
         if self.steps < 1 or self.restarts < 1:
@@ -78,7 +87,7 @@ class PGD(Attack):
             delta = random_start(xs, eps, self.norm, generator) if self.random_start else torch.zeros_like(xs)
             run = _Trajectory(xs, (xs + delta).clamp(0, 1), crit)
             for _ in range(self.steps):
-                logits, grad = loss_and_grad(model, run.x_adv, run.criterion)
+                logits, grad = loss_and_grad(model, run.x_adv, run.criterion, self.loss)
                 kept = run.record(run.criterion.is_adversarial(logits), early_stop)
                 if kept is not None:
                     grad = grad[kept]
