@@ -94,6 +94,31 @@ def difference(wanted: TrainConfig | dict, found: TrainConfig | dict) -> str:
 LEFT_OUT_AT_DEFAULT = {"bn_stats": "ema", "init": "scratch", "data_order_seed": "the seed's", "defense": "none"}
 
 
+def training_command(card: dict) -> str:
+    """``python scripts/train.py dataset=... model=... seed=... train.<k>=<v>``: a command that trains the entry a
+    card describes again (its settings where they differ from the defaults), for cards whose training was started
+    by another job (an attack run trains what it needs) and so recorded none. Empty for what a command line cannot
+    name: a defense's training (its ``defense=`` run trains it) or weights started from a local file."""
+    settings = training_settings(card.get("train", {}))
+    if "defense" in settings or str(settings.get("init", "scratch")).startswith("file:"):
+        return ""
+    model, volume, conversion = str(card["name"]), card.get("volume") or "acs", []
+    if int(card.get("spatial_dims", 2)) == 3 and model.endswith(f"_{volume}"):  # a volume model names its conversion
+        model = model[: -len(volume) - 1]
+        conversion = [] if volume == "acs" else [f"model.volume={volume}"]
+    parts = [f"dataset={card['dataset']}"] + ([f"dataset.size={card['size']}"] if int(card["size"]) != 28 else [])
+    parts += [f"model={model}", *conversion, f"seed={card['seed']}"]
+    if settings.get("init") == "timm-hub":
+        parts.append("model.pretrained=true")
+    defaults = training_settings(DEFAULTS)
+    for key, value in settings.items():
+        if key == "init" or value == defaults.get(key):
+            continue
+        shown = "[" + ",".join(f"{m:g}" for m in value) + "]" if key == "milestones" else value  # type: ignore[union-attr]
+        parts.append(f"train.{key}={'null' if shown is None else shown}")
+    return "python scripts/train.py " + " ".join(parts)
+
+
 def zoo_path(zoo_dir: str | Path, flag: str, size: int, model_name: str, train: TrainConfig) -> Path:
     """``<zoo>/<flag>_<size>/<model>_seed<seed>_<train id>.safetensors`` (the card sits beside it)."""
     return Path(zoo_dir) / f"{flag}_{size}" / f"{model_name}_seed{train.seed}_{train_id(train)}.safetensors"

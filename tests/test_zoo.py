@@ -164,3 +164,29 @@ def test_a_training_killed_after_an_epoch_resumes_to_the_uninterrupted_weights(r
     assert history(resumed) == history(plain) and len(history(plain)) == 4
     assert sha256_file(resumed) == sha256_file(plain)
     assert not any(p.exists() for p in state_paths(resumed)) and not state_paths(resumed)[0].parent.exists()
+
+
+@pytest.mark.parametrize("flag, size, model, spatial_dims, train", [
+    ("breastmnist", 28, "regnetx_002", 2, TrainConfig(epochs=30, seed=1)),
+    ("pneumoniamnist", 64, "resnet18_native", 2, TrainConfig(epochs=10, seed=0, data_order_seed=4, lr=0.0003)),
+    ("adrenalmnist3d", 28, "resnet18_native_acs", 3, TrainConfig(epochs=30, seed=0, bn_stats="precise")),
+    ("adrenalmnist3d", 28, "resnet18_native_2.5d", 3, TrainConfig(epochs=5, seed=2, milestones=(0.3,))),
+])
+def test_a_card_without_a_command_gets_one_that_trains_the_same_entry(flag, size, model, spatial_dims, train):
+    """An attack run trains the models it needs and records no command; the baselines table shows one that, run
+    as written, composes to the very same zoo entry (same model name, size, seed and training id)."""
+    import shlex
+
+    from bench.config import compose
+    from bench.experiment import dataset_info_from_cfg, model_spec_from_cfg, train_config_from_cfg
+    from bench.zoo import training_command
+
+    volume = model.rsplit("_", 1)[1] if spatial_dims == 3 else "acs"
+    card = {"name": model, "dataset": flag, "size": size, "seed": train.seed, "spatial_dims": spatial_dims,
+            "volume": volume, "train": {**dataclasses.asdict(train), "command": ""}}
+    command = training_command(card)
+    assert command.startswith("python scripts/train.py ")
+    cfg = compose(shlex.split(command)[2:], config_name="train")
+    assert model_spec_from_cfg(cfg).name == model
+    assert (dataset_info_from_cfg(cfg).flag, dataset_info_from_cfg(cfg).size) == (flag, size)
+    assert (int(cfg.seed), train_id(train_config_from_cfg(cfg))) == (train.seed, train_id(train))

@@ -23,7 +23,7 @@ from pathlib import Path
 from bench.atomic import atomic_write
 from bench.config import workspace_root
 from bench.published import published_for_model
-from bench.zoo import describe_training
+from bench.zoo import describe_training, training_command
 
 COLUMNS = ("dataset", "model", "seed", "train", "test_acc", "test_auc", "published_model", "published_acc",
            "published_auc", "command")
@@ -65,7 +65,7 @@ def zoo_rows(zoo: Path, model: str | None) -> tuple[list[dict[str, str]], list[s
             "test_acc": f"{card['metrics']['test_acc']:.4f}", "test_auc": f"{card['metrics']['test_auc']:.4f}",
             "published_model": published.source if published else "",
             "published_acc": f"{published.acc}" if published else "", "published_auc": f"{published.auc}" if published else "",
-            "command": card.get("train", {}).get("command", ""),
+            "command": card.get("train", {}).get("command") or training_command(card),
         })
     return rows, skipped
 
