@@ -23,11 +23,11 @@ from medmnist.evaluator import getACC, getAUC
 
 from bench import __version__
 from bench.augment import get_augment
+from bench.batch_norm import bn_statistics
 from bench.data import Split, load_split
 from bench.defenses.training import training_method
 from bench.models import Classifier, ModelCard, ModelSpec, build_model, save_checkpoint
 from bench.progress import progress
-from bench.batch_norm import bn_statistics
 from bench.train_state import Progress, load_state, remove_state, save_state, state_paths
 
 

@@ -26,6 +26,11 @@ from bench.train import TrainConfig, train_classifier
 # TrainConfig fields that do not change what is learned (the seed is in the entry name, the device is not kept).
 NOT_TRAINING_SETTINGS = ("seed", "device")
 DEFAULTS = TrainConfig()
+# Settings added after the first zoo entries: (default, how the default reads). At their default they are left out
+# of the training id, so every entry made before them keeps its id (the seed's own data order, PyTorch's
+# batch-norm moving averages, training from scratch).
+ADDED_LATER: dict[str, tuple[object, str]] = {"data_order_seed": (None, "the seed's"), "bn_stats": ("ema", "ema"),
+                                              "init": ("scratch", "scratch")}
 
 
 def training_settings(train: TrainConfig | dict) -> dict[str, object]:
@@ -49,12 +54,9 @@ def training_settings(train: TrainConfig | dict) -> dict[str, object]:
         elif f.name == "data_order_seed":
             value = None if value is None or int(value) == int(given.get("seed", DEFAULTS.seed)) else int(value)
         settings[f.name] = value
-    if settings["data_order_seed"] is None:  # the default (the seed's own order) keeps the ids it had before
-        settings.pop("data_order_seed")
-    if settings.get("bn_stats", "ema") == "ema":  # and PyTorch's moving averages (every model before bn_stats)
-        settings.pop("bn_stats", None)
-    if settings.get("init", "scratch") == "scratch":  # so does training from scratch (every model before init existed)
-        settings.pop("init", None)
+    for key, (default, _) in ADDED_LATER.items():  # at its default, a later setting keeps the ids made before it
+        if settings.get(key, default) == default:
+            settings.pop(key, None)
     if settings["defense"] in (None, "none"):  # undefended training keeps the ids it had before defenses existed
         settings.pop("defense")
         settings.pop("defense_params")
@@ -86,12 +88,8 @@ def difference(wanted: TrainConfig | dict, found: TrainConfig | dict) -> str:
     """``epochs: 3 there, 100 asked for; ...``: how two trainings differ."""
     a, b = training_settings(found), training_settings(wanted)
     keys = list(dict.fromkeys([*a, *b]))
-    shown = lambda s, k: s.get(k, LEFT_OUT_AT_DEFAULT.get(k, "none"))  # noqa: E731
+    shown = lambda s, k: s.get(k, ADDED_LATER.get(k, (None, "none"))[1])  # noqa: E731
     return "; ".join(f"{k}: {shown(a, k)} there, {shown(b, k)} asked for" for k in keys if a.get(k) != b.get(k))
-
-
-# How a setting training_settings leaves out (to keep older ids) reads where it is at its default.
-LEFT_OUT_AT_DEFAULT = {"bn_stats": "ema", "init": "scratch", "data_order_seed": "the seed's", "defense": "none"}
 
 
 def training_command(card: dict) -> str:
