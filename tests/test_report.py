@@ -365,3 +365,22 @@ def test_each_defended_model_gets_its_own_examples_figure():
     older = examples_figure_name(meta, "x/examples.npz")  # written before the defense was recorded
     assert undefended == older == "examples_breastmnist_28_resnet18_native_seed0.png"
     assert jpeg == "examples_breastmnist_28_resnet18_native_seed0_jpeg.png"
+
+
+def test_one_model_id_trained_twice_gets_one_examples_figure_per_weights(tmp_path):
+    """A reference row and a zoo row can share model id and seed with other weights: neither figure overwrites the
+    other; each is named by its weights' id."""
+    rows = write_synthetic(tmp_path / "leaderboard")
+    first = next(r for r in rows if r["model"] == "resnet18_28" and r["dataset"] == "breastmnist")
+    retrained = {**first, "weights_sha256": "cd" * 32}
+    upsert_rows(track_path(tmp_path / "leaderboard", "breastmnist", 28, "linf"), [retrained])
+    weights = [str(first["weights_sha256"])[:8], "cdcdcdcd"]
+    for w in weights:
+        write_examples(tmp_path / "records" / "breastmnist_28" / "resnet18_28" / f"{first['config_hash']}-{w}"
+                       / "examples.npz")
+    (tmp_path / "results").mkdir()
+    write_all(tmp_path / "leaderboard", tmp_path / "records", tmp_path / "results")
+    figures = tmp_path / "results" / "figures"
+    for w in weights:
+        assert_png(figures / f"examples_breastmnist_28_resnet18_28_w{w}.png")
+    assert not (figures / "examples_breastmnist_28_resnet18_28.png").exists()

@@ -16,6 +16,7 @@ functions: :func:`example_grid` is plain numpy because the W&B logger calls it t
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 from bench.atomic import atomic_write
@@ -77,18 +78,33 @@ def write_all(leaderboard_dir: str | Path, records_root: str | Path, out: str | 
     # only the records of evaluations on this leaderboard (<config_hash>-<weights sha256[:8]>): a local, unpromoted
     # run must not redraw a committed figure
     shown = {f"{r['config_hash']}-{r['weights_sha256'][:8]}" for t in tracks for r in t.rows}
+    grids: dict[Path, tuple[str, bytes]] = {}  # records folder -> (figure name, png)
     for npz in sorted(records_root.glob("**/examples.npz")) if records_root.exists() else []:
         if npz.parent.name not in shown:
             continue
         try:
             data = load_examples(npz)
-            outputs[figures / examples_figure_name(data, npz)] = render_example_grid(data)
+            grids[npz.parent] = (examples_figure_name(data, npz), render_example_grid(data))
         except (OSError, KeyError, ValueError, IndexError) as err:
             raise ReportError(
                 f"{npz}: cannot draw its example grid ({type(err).__name__}: {err}); it needs arrays clean (k,C,H,W), "
                 "adv (E,k,C,H,W), eps_labels (E,). Fix or delete the file; nothing was written."
             ) from err
+    for name, png in _disambiguated(grids).items():
+        outputs[figures / name] = png
     return [atomic_write(path, data) for path, data in outputs.items()]
+
+
+def _disambiguated(grids: dict[Path, tuple[str, bytes]]) -> dict[str, bytes]:
+    """Figure name -> png, where evaluations that would share a name (one model id and seed trained twice, e.g. a
+    reference row and a zoo row with other weights) each get their weights' id, so neither overwrites the other."""
+    counts = Counter(name for name, _ in grids.values())
+    named: dict[str, bytes] = {}
+    for folder, (name, png) in grids.items():
+        if counts[name] > 1:
+            name = name.removesuffix(".png") + "_w" + folder.name.rsplit("-", 1)[-1] + ".png"
+        named[name] = png
+    return named
 
 
 __all__ = [
