@@ -255,6 +255,23 @@ def test_example_grid_shape_and_visible_perturbation(tmp_path):
     assert_png(save_example_grid(npz, tmp_path / "grid.png"))
 
 
+def test_a_volume_examples_file_renders_its_middle_slice(tmp_path):
+    """3D tracks (k, C, D, H, W) draw the middle axial slice of each volume, upscaled like an image."""
+    k, depth = 2, 28
+    rng = np.random.default_rng(0)
+    clean = rng.random((k, 1, depth, 28, 28), dtype=np.float32)
+    adv = np.clip(clean + rng.uniform(-1, 1, (1, k, 1, depth, 28, 28)) / 255, 0, 1).astype(np.float32)
+    npz = tmp_path / "examples.npz"
+    np.savez(npz, clean=clean, adv=adv, eps=np.array([1 / 255]), eps_labels=np.array(["1/255"]),
+             labels=np.arange(k) % 2, clean_pred=np.arange(k) % 2, adv_pred=np.ones((1, k), dtype=np.int64),
+             dataset=np.array("adrenalmnist3d"), size=np.array("28"), model=np.array("resnet18_native_seed0"))
+    grid = example_grid(clean, adv, ["1/255"])
+    panel, pad = 28 * 4, 2
+    assert grid.shape == (3 * (panel + pad) - pad, k * (panel + pad) - pad, 3)
+    assert np.array_equal(grid[:panel:4, :panel:4, 0], np.round(clean[0, 0, depth // 2] * 255).astype(np.uint8))
+    assert_png(save_example_grid(npz, tmp_path / "volume.png"))
+
+
 def test_malformed_csv_names_the_file_and_changes_nothing(tmp_path):
     write_synthetic(tmp_path / "leaderboard")
     bad = tmp_path / "leaderboard" / "pneumoniamnist_28_linf.csv"

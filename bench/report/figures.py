@@ -170,7 +170,7 @@ def render_example_grid(data: Mapping[str, np.ndarray]) -> bytes:
     clean, adv = np.asarray(data["clean"]), np.asarray(data["adv"])
     labels = [str(x) for x in np.asarray(data["eps_labels"]).ravel()]
     panels = _grid_panels(clean, adv, None)
-    f = _upscale_factor(*clean.shape[2:])
+    f = _upscale_factor(*panels[0][0].shape[:2])  # of the panel: a volume's is its middle slice
     n_rows, n_cols = len(panels), len(panels[0])
     fig = _figure()(figsize=(1.45 * n_cols + 0.9, 1.5 * n_rows + 0.7))
     axes = fig.subplots(n_rows, n_cols, squeeze=False)
