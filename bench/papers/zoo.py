@@ -228,9 +228,11 @@ def figure(comparisons: Mapping[str, list[dict[str, object]]], eps_label: str, p
     datasets = [d for d in comparisons if any(r["eps_label"] == eps_label for r in comparisons[d])]
     fig, axes = plt.subplots(1, max(1, len(datasets)), figsize=(6 * max(1, len(datasets)), 4.8), squeeze=False)
     for ax, dataset in zip(axes[0], datasets):
+        any_flagged = False
         for r in (r for r in comparisons[dataset] if r["eps_label"] == eps_label):
             x, y = float(r["clean_acc"]), float(r["robust_acc"])
             flags = [f for f in str(r.get("flags") or "").split(";") if f]
+            any_flagged = any_flagged or bool(flags)
             # a flagged family (below the published baseline, or an evaluation the checks call unreliable) is
             # drawn hollow with a star: its point must not read as a robust family
             bar = ax.errorbar(x, y, xerr=[[x - float(r["clean_acc_lo"])], [float(r["clean_acc_hi"]) - x]],
@@ -239,7 +241,9 @@ def figure(comparisons: Mapping[str, list[dict[str, object]]], eps_label: str, p
             label = f"{r['family']}*" if flags else str(r["family"])
             ax.annotate(label, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points",
                         color=bar[0].get_color())
-        ax.plot([], [], "o", mfc="none", color="grey", label="hollow, *: flagged by the checks (families.csv: flags), not comparable")
+        if any_flagged:  # the legend explains the hollow marker only where one is drawn
+            ax.plot([], [], "o", mfc="none", color="grey",
+                    label="hollow, *: flagged by the checks (families.csv: flags), not comparable")
         low, high = ax.get_xlim()
         ax.plot([low, high], [low, high], ls="--", lw=0.8, color="grey", label="robust = clean (nothing lost)")
         ax.legend(fontsize=7, loc="upper left")
