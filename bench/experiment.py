@@ -92,6 +92,7 @@ def train_config_from_cfg(cfg: DictConfig) -> TrainConfig:
         augment=str(t.get("augment", "none")),
         data_order_seed=None if t.get("data_order_seed") is None else int(t.data_order_seed),
         bn_stats=str(t.get("bn_stats", "ema")),
+        precision=str(t.get("precision", "fp32")),
         device=str(cfg.device),
         defense=method,
         defense_params=params,

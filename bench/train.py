@@ -27,6 +27,7 @@ from bench.batch_norm import bn_statistics
 from bench.data import Split, load_split
 from bench.defenses.training import training_method
 from bench.models import Classifier, ModelCard, ModelSpec, build_model, save_checkpoint
+from bench.precision import training_precision
 from bench.progress import progress
 from bench.train_state import Progress, load_state, remove_state, save_state, state_paths
 
@@ -55,6 +56,8 @@ class TrainConfig:
     # The batch-norm statistics each validation (and the saved model) uses: ema (PyTorch's moving averages) or
     # precise (recomputed over the training split; bench/batch_norm.py).
     bn_stats: str = "ema"
+    # The arithmetic of each training step: fp32, or bf16 mixed precision (bench/precision.py). Evaluation is float32.
+    precision: str = "fp32"
 
 
 @torch.no_grad()
@@ -108,6 +111,7 @@ def train_classifier(
     task = info.task
     method = training_method(cfg.defense, task, cfg.defense_params, cfg.seed)  # fails before any work if misconfigured
     settle_bn_statistics = bn_statistics(cfg.bn_stats)
+    step_precision = training_precision(cfg.precision)
     selects_by_auc = method.selection_metric == "val_auc"
     model = build_model(spec, info.n_channels, info.num_classes, info.size, info.spatial_dims).to(cfg.device)
     optimiser = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -137,7 +141,8 @@ def train_classifier(
         for start in range(0, len(order), cfg.batch_size):
             idx = order[start : start + cfg.batch_size]
             x, y = augment(train.images[idx], generator).to(cfg.device), targets[idx].to(cfg.device)
-            loss = method.loss(model, x, y)
+            with step_precision(cfg.device):
+                loss = method.loss(model, x, y)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()

@@ -30,7 +30,7 @@ DEFAULTS = TrainConfig()
 # of the training id, so every entry made before them keeps its id (the seed's own data order, PyTorch's
 # batch-norm moving averages, training from scratch).
 ADDED_LATER: dict[str, tuple[object, str]] = {"data_order_seed": (None, "the seed's"), "bn_stats": ("ema", "ema"),
-                                              "init": ("scratch", "scratch")}
+                                              "init": ("scratch", "scratch"), "precision": ("fp32", "fp32")}
 
 
 def training_settings(train: TrainConfig | dict) -> dict[str, object]:
@@ -81,7 +81,8 @@ def describe_training(train: TrainConfig | dict) -> str:
             f"batch_size={s['batch_size']} weight_decay={s['weight_decay']:g} milestones={milestones} gamma={s['gamma']:g}"
             + (f" data_order_seed={s['data_order_seed']}" if "data_order_seed" in s else "")
             + (f" init={s['init']}" if "init" in s else "")
-            + (f" bn_stats={s['bn_stats']}" if "bn_stats" in s else ""))
+            + (f" bn_stats={s['bn_stats']}" if "bn_stats" in s else "")
+            + (f" precision={s['precision']}" if "precision" in s else ""))
 
 
 def difference(wanted: TrainConfig | dict, found: TrainConfig | dict) -> str:

@@ -371,28 +371,32 @@ def _committed(path, columns, rows):
 
 def test_a_rebuilt_table_keeps_the_committed_rows_this_machine_measured_nothing_for(tmp_path):
     """A fresh machine that retrains BreastMNIST's ResNet-18 baselines must not erase PneumoniaMNIST's, or
-    BreastMNIST's ResNet-50, measured elsewhere: rows are replaced per (dataset, model), the rest kept."""
+    BreastMNIST's ResNet-50, measured elsewhere: rows are replaced per (dataset, model, training settings), the rest
+    kept, so a model retrained in bf16 is a row beside the float32 one, never in its place."""
     import json
 
     from bench.cli.paper import write_table
     from bench.papers.medmnist_baselines import PAPER_RECIPE
+    from bench.zoo import describe_training
 
     paper = PAPERS["medmnist_baselines"]
     out = tmp_path / "medmnist_baselines.csv"
-    old = {c: "" for c in paper.columns}
+    old, recipe = {c: "" for c in paper.columns}, describe_training(PAPER_RECIPE)
     _committed(out, list(paper.columns), [
-        {**old, "dataset": "breastmnist", "model": "resnet18_28", "test_acc_mean": "0.1000"},
-        {**old, "dataset": "breastmnist", "model": "resnet50_28", "test_acc_mean": "0.2000"},
-        {**old, "dataset": "pneumoniamnist", "model": "resnet18_28", "test_acc_mean": "0.3000"}])
-    (tmp_path / "zoo" / "breastmnist_28").mkdir(parents=True)
-    (tmp_path / "zoo" / "breastmnist_28" / "resnet18_28_seed0.json").write_text(json.dumps({
-        "name": "resnet18_28", "dataset": "breastmnist", "size": 28, "seed": 0,
-        "metrics": {"test_acc": 0.8, "test_auc": 0.85}, "train": {**PAPER_RECIPE, "seed": 0}}))
-    assert write_table(paper, tmp_path / "no_rows", tmp_path / "no_records", out, tmp_path / "zoo") == 3
+        {**old, "dataset": "breastmnist", "model": "resnet18_28", "train": recipe, "test_acc_mean": "0.1000"},
+        {**old, "dataset": "breastmnist", "model": "resnet50_28", "train": recipe, "test_acc_mean": "0.2000"},
+        {**old, "dataset": "pneumoniamnist", "model": "resnet18_28", "train": recipe, "test_acc_mean": "0.3000"}])
+    for flag, precision, acc in (("breastmnist", "fp32", 0.8), ("pneumoniamnist", "bf16", 0.9)):
+        (tmp_path / "zoo" / f"{flag}_28").mkdir(parents=True)
+        (tmp_path / "zoo" / f"{flag}_28" / "resnet18_28_seed0.json").write_text(json.dumps({
+            "name": "resnet18_28", "dataset": flag, "size": 28, "seed": 0,
+            "metrics": {"test_acc": acc, "test_auc": 0.85}, "train": {**PAPER_RECIPE, "seed": 0, "precision": precision}}))
+    assert write_table(paper, tmp_path / "no_rows", tmp_path / "no_records", out, tmp_path / "zoo") == 4
     rows = list(csv.DictReader(open(out)))
-    assert [(r["dataset"], r["model"], r["test_acc_mean"]) for r in rows] == [
-        ("breastmnist", "resnet18_28", "0.8000"), ("breastmnist", "resnet50_28", "0.2000"),
-        ("pneumoniamnist", "resnet18_28", "0.3000")]
+    assert [(r["dataset"], r["model"], r["train"].endswith("precision=bf16"), r["test_acc_mean"]) for r in rows] == [
+        ("breastmnist", "resnet18_28", False, "0.8000"), ("breastmnist", "resnet50_28", False, "0.2000"),
+        ("pneumoniamnist", "resnet18_28", False, "0.3000"), ("pneumoniamnist", "resnet18_28", True, "0.9000")]
+    assert {r["paper_recipe"] for r in rows if r["test_acc_mean"] in ("0.8000", "0.9000")} == {"true"}
 
 
 def test_summaries_keep_the_committed_lines_of_kept_datasets_and_figures_stay_as_committed(tmp_path):

@@ -69,6 +69,6 @@ def collect(zoo_dir: Path) -> list[dict[str, object]]:
 
 PAPERS.add("medmnist_baselines", Paper(
     name="medmnist_baselines", experiment=TAG, datasets=DATASETS, columns=COLUMNS, rows=lambda row: [],
-    sort_by=("dataset", "model"), kept_by=("dataset", "model"), commands=("train",), table=collect,
+    sort_by=("dataset", "model", "train"), kept_by=("dataset", "model", "train"), commands=("train",), table=collect,
     runs=(("reuse=true",),),  # a model the zoo already holds with these settings is kept: a rerun resumes
 ))

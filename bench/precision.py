@@ -1,0 +1,45 @@
+"""The arithmetic a training step runs in (``train.precision``).
+
+``fp32`` is the default and what every model trained before this setting used. ``bf16`` runs each training step's
+forward pass under ``torch.autocast`` with bfloat16 (mixed precision: matrix products and convolutions in bf16,
+reductions, the loss and every weight kept in float32, so the saved checkpoint is float32 as always). bfloat16 has
+float32's exponent range, so unlike float16 it needs no loss scaling. On a CPU with AMX or AVX-512 BF16 a ResNet's
+training step takes about half the time (``scripts/bench_train_precision.py``, ``results/perf/train_precision.md``);
+on GPUs it is the usual mixed-precision training.
+
+Only training changes: validation, the kept epoch's test metrics, attacks and every evaluation run in float32.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+
+import torch
+
+from bench.errors import unknown_choice
+
+StepContext = Callable[[str], AbstractContextManager]
+
+
+def _float32(device: str) -> AbstractContextManager:
+    return nullcontext()
+
+
+def _bfloat16(device: str) -> AbstractContextManager:
+    return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
+
+
+PRECISIONS: dict[str, StepContext] = {
+    "fp32": _float32,  # the default: every model trained before this setting existed
+    "bf16": _bfloat16,
+}
+
+
+def training_precision(name: str) -> StepContext:
+    """The context a training step's forward pass and loss run in, for ``train.precision=<name>``."""
+    if name not in PRECISIONS:
+        raise unknown_choice("train.precision", name, PRECISIONS,
+                             "Set train.precision=fp32 (full precision, the default) or bf16 (bfloat16 mixed "
+                             "precision for the training steps; evaluation stays float32).")
+    return PRECISIONS[name]
