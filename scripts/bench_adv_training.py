@@ -32,6 +32,7 @@ import torch
 
 from bench.attacks.threat import project, random_start
 from bench.benchmark.inputs import machine
+from bench.benchmark.report import write_report
 from bench.config import REPO_ROOT
 from bench.data import load_split
 from bench.defenses.training import training_method
@@ -124,8 +125,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def write(r: dict, out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(r, indent=1) + "\n")
     steps, med, plain = r["steps"], r["median_s"], r["median_s"]["plain"]
     rows = [("plain training step", med["plain"], 1.0, "1")]
     rows.append((f"PGD-AT step ({steps} steps, eps {r['eps']})", med["pgd_at"], med["pgd_at"] / plain, f"{steps + 1}"))
@@ -133,7 +132,7 @@ def write(r: dict, out: Path) -> None:
         rows.append(("naive PGD-AT step (train mode, parameter grads)", med["naive_pgd_at"], med["naive_pgd_at"] / plain, f"{steps + 1}"))
     table = "\n".join(f"| {name} | {s * 1000:.0f} | {x:.2f} | {ideal} |" for name, s, x, ideal in rows)
     naive = f" (naive crafting: {r['naive_ratio']:.2f})" if r.get("naive_ratio") else ""
-    out.write_text(f"""# Adversarial training cost
+    write_report(out, r, f"""# Adversarial training cost
 
 Written by `scripts/bench_adv_training.py`: {r['model']} on real {r['dataset']} train batches of {r['batch_size']}
 (the {r['batches_per_epoch']} full batches of one epoch, {r['repeats']} epochs timed after {r['warmup']} warm-up batches, plain
@@ -152,15 +151,6 @@ row crafts as a first attempt would (train mode, `loss.backward()` filling param
 pollutes BatchNorm's running statistics): it costs the full (steps + 1) plain steps.
 
 Machine: {r['machine']}; load average at the end {r['load_average_end'][0]:.1f}.
-
-## Reproduce
-
-```bash
-export MEDMNIST_ROOT=../shared/data/medmnist
-{r['command'].strip()}
-```
-
-Numbers: `{out.with_suffix('.json').name}` beside this file.
 """)
 
 

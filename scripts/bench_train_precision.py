@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from bench.benchmark.inputs import machine
+from bench.benchmark.report import write_report
 from bench.config import REPO_ROOT
 from bench.data import load_split
 from bench.models import ModelSpec, build_model
@@ -106,12 +107,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def write(r: dict, out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(r, indent=1) + "\n")
     table = "\n".join(
         f"| {name} | {m['median_s']['fp32'] * 1000:.0f} | {m['median_s']['bf16'] * 1000:.0f} | {m['speedup']:.2f} | "
         f"{m['timed_batches']['fp32']} |" for name, m in r["models"].items())
-    out.write_text(f"""# Training step: bf16 mixed precision against float32
+    write_report(out, r, f"""# Training step: bf16 mixed precision against float32
 
 Written by `scripts/bench_train_precision.py`: each model's training step (forward and loss under
 `train.precision`, backward, Adam step) on real {r['dataset']} train batches of {r['batch_size']}, fp32 and bf16 batches
@@ -124,15 +123,6 @@ alternating, {r['repeats']} epoch(s) of full batches timed after {r['warmup']} w
 Machine: {r['machine']}; torch CPU capability {r['cpu_capability']}; bfloat16 instructions
 {', '.join(r['cpu_bf16']) or 'none'}; load average at the end {r['load_average_end'][0]:.1f}. On a CPU without AMX or
 AVX-512 BF16 the bf16 kernels emulate the format and the speed-up shrinks or inverts: measure before choosing it.
-
-## Reproduce
-
-```bash
-export MEDMNIST_ROOT=../shared/data/medmnist
-{r['command'].strip()}
-```
-
-Numbers: `{out.with_suffix('.json').name}` beside this file.
 """)
 
 
