@@ -292,6 +292,28 @@ def test_every_timm_family_of_conf_model_is_in_the_zoo_study_with_a_budget_per_d
     assert ("model=vit_tiny", f"train.epochs={FAMILIES['vit_tiny'].epochs['pneumoniamnist']}", "train.lr=0.0003") in runs
 
 
+def test_the_zoo_counts_each_model_once_from_its_familys_declared_budget_else_from_its_newest_training():
+    """A family whose budget changed (ConvNeXt: 30 epochs, then 60) has rows of both trainings on disk; the study
+    must not pool them as two evaluations of one model, nor mix budgets within a family."""
+    from bench.papers.zoo import FAMILIES, one_training_per_model
+
+    declared = FAMILIES["convnext_atto"].describe("breastmnist")
+    old = declared.replace(f"epochs={FAMILIES['convnext_atto'].epochs['breastmnist']} ", "epochs=30 ")
+    smoke = declared.replace("n_train=all", "n_train=32")
+
+    def row(model, train, date, eps="1/255"):
+        return {"dataset": "breastmnist", "model": model, "train": train, "date": date, "eps_label": eps}
+
+    rows = [row("convnext_atto_seed0", old, "2026-12-05T10"), row("convnext_atto_seed0", declared, "2026-12-04T10"),
+            row("convnext_atto_seed0", declared, "2026-12-04T10", "2/255"), row("convnext_atto_seed1", old, "2026-12-05T10"),
+            row("mystery_net_seed0", old, "2026-12-01"), row("mystery_net_seed0", smoke, "2026-12-02")]
+    kept = one_training_per_model(rows)
+    assert [(r["model"], r["train"], r["eps_label"]) for r in kept] == [
+        ("convnext_atto_seed0", declared, "1/255"), ("convnext_atto_seed0", declared, "2/255"),  # the declared budget, though older
+        ("convnext_atto_seed1", old, "1/255"),  # not yet run at its budget: its only training
+        ("mystery_net_seed0", smoke, "1/255")]  # no declared budget: the newest training
+
+
 def test_families_are_compared_by_how_much_of_their_clean_accuracy_survives_with_seeds_and_test_sampling_as_noise():
     from bench.papers.zoo import FamilySamples, compare_families
 

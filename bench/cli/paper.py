@@ -32,7 +32,7 @@ from bench.data import dataset_info, default_root, ensure_file
 from bench.errors import BenchError
 from bench.leaderboard.store import read_rows, track_files
 from bench.papers import PAPERS, build_table
-from bench.papers.base import kept_rows, latest_rows, sort_table
+from bench.papers.base import kept_rows, sort_table, study_rows
 
 
 def run_dataset(paper, flag: str, overrides: list[str], data_root: Path) -> bool:
@@ -132,7 +132,7 @@ def write_table(paper, leaderboard_dir: Path, records_root: Path, out: Path, zoo
         from bench.leaderboard.corruption import CORRUPTION
 
         corruption_rows = [row for path in CORRUPTION.files(leaderboard_dir) for row in CORRUPTION.read(path)]
-        write_extras(paper, latest_rows(rows, paper.experiment), records_root, out, corruption_rows, kept, table)
+        write_extras(paper, study_rows(paper, rows), records_root, out, corruption_rows, kept, table)
     return len(table) + len(kept)
 
 

@@ -46,6 +46,8 @@ class Paper:
     table: Callable[[Path], list[dict[str, object]]] | None = None  # the table from the zoo's cards, not from rows
     table_path: str | None = None
     kept_by: tuple[str, ...] = ("dataset",)  # committed rows whose values here the new table lacks are kept
+    # Which of the experiment's newest rows the study uses (default: all); e.g. the zoo keeps one training per model
+    select: Callable[[list[Mapping[str, str]]], list[Mapping[str, str]]] | None = None
 
     def runs_on(self, flag: str) -> tuple[tuple[str, ...], ...]:
         """The override sets of ``flag``'s multiruns (one multirun per set and command)."""
@@ -74,9 +76,15 @@ def _sort_value(value: object) -> tuple[int, object]:
     return (0, int(text)) if text.isdigit() else (1, text)
 
 
+def study_rows(paper: Paper, rows: Iterable[Mapping[str, str]]) -> list[Mapping[str, str]]:
+    """The leaderboard rows the study is built from: its tag's newest rows, narrowed by its ``select``."""
+    newest = latest_rows(rows, paper.experiment)
+    return paper.select(newest) if paper.select is not None else newest
+
+
 def build_table(paper: Paper, rows: Iterable[Mapping[str, str]]) -> list[dict[str, object]]:
-    """The paper's table rows, sorted, from every leaderboard row (only its tag's newest rows count)."""
-    return sort_table(paper, [made for row in latest_rows(rows, paper.experiment) for made in paper.rows(row)])
+    """The paper's table rows, sorted, from every leaderboard row (only the study's rows count)."""
+    return sort_table(paper, [made for row in study_rows(paper, rows) for made in paper.rows(row)])
 
 
 def sort_table(paper: Paper, table: Iterable[Mapping[str, object]]) -> list[dict[str, object]]:
