@@ -340,6 +340,7 @@ def test_families_are_compared_by_how_much_of_their_clean_accuracy_survives_with
     lucky_robust[0] = lucky_clean[0] * (rng.random(n) < 0.9)
     families["lucky"] = FamilySamples(lucky_clean, {"2/255": lucky_robust})
     families["flagged"] = FamilySamples(sturdy_clean, {"2/255": sturdy_robust}, ("constant_predictor",))
+    families["one_seed"] = FamilySamples(sturdy_clean[:1], {"2/255": sturdy_robust[:1]})
     rows = {r["family"]: r for r in compare_families(families, resamples=300)}
     assert rows["accurate"]["robust_acc"] > rows["resnet18_native"]["robust_acc"]
     assert rows["accurate"]["verdict"] == "within noise" and "interval" in rows["accurate"]["reason"]
@@ -348,6 +349,9 @@ def test_families_are_compared_by_how_much_of_their_clean_accuracy_survives_with
     assert rows["lucky"]["delta_lo"] > 0 and rows["lucky"]["verdict"] == "within noise"
     assert "seeds" in rows["lucky"]["reason"]
     assert rows["flagged"]["verdict"] == "not comparable" and "constant_predictor" in rows["flagged"]["reason"]
+    # as far from the reference as "sturdy", but one seed cannot show that seeds do not explain it
+    assert rows["one_seed"]["delta_lo"] > 0.2 and rows["one_seed"]["verdict"] == "within noise"
+    assert "fewer than 2 seeds" in rows["one_seed"]["reason"]
     assert rows["resnet18_native"]["verdict"] == "" and rows["resnet18_native"]["n_seeds"] == 2
 
 

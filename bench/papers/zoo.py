@@ -6,8 +6,8 @@ compared by their **robust rate**: the share of the images a model classifies co
 correctly under attack (robust accuracy / clean accuracy, pooled over seeds). Each family is compared with the
 reference family (the ResNet-18 every defense on the leaderboard wraps) by a paired bootstrap over test images
 (every resample scores every model on the same images), and across seeds: a difference is called only when its
-95% interval excludes zero *and* every seed of one family lies beyond every seed of the other; otherwise it is
-within noise, and ``reason`` says which noise (test-set sampling or seeds).
+95% interval excludes zero *and* both families have at least two seeds *and* every seed of one family lies beyond
+every seed of the other; otherwise it is within noise, and ``reason`` says which noise (test-set sampling or seeds).
 
     python scripts/paper.py zoo                          # train every family, run the battery, write the tables
     python scripts/paper.py zoo --datasets breastmnist   # one dataset
@@ -30,6 +30,7 @@ from bench.papers.base import PAPERS, Paper, save_figure
 TAG = "zoo"
 DATASETS = ("breastmnist", "pneumoniamnist")
 REFERENCE = "resnet18_native"
+MIN_SEEDS_FOR_VERDICT = 2  # a difference is called only when both families' seed spreads are measured
 
 
 @dataclass(frozen=True)
@@ -200,6 +201,8 @@ def _verdict(lo: float, hi: float, row: Mapping[str, object], ref: Mapping[str, 
         return {"verdict": "not comparable", "reason": "flagged by the checks (" + "; ".join(flagged) + ")"}
     if lo <= 0 <= hi:
         return {"verdict": "within noise", "reason": "the 95% interval of the difference contains 0"}
+    if min(int(row["n_seeds"]), int(ref["n_seeds"])) < MIN_SEEDS_FOR_VERDICT:
+        return {"verdict": "within noise", "reason": f"fewer than {MIN_SEEDS_FOR_VERDICT} seeds: seed noise is unmeasured"}
     above = lo > 0
     seeds_apart = (row["robust_rate_seed_min"] > ref["robust_rate_seed_max"] if above
                    else row["robust_rate_seed_max"] < ref["robust_rate_seed_min"])
