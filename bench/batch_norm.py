@@ -17,7 +17,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from bench.errors import unknown_choice
+from bench.registry import Registry
 
 
 def _keep_moving_average(model: nn.Module, images: torch.Tensor, batch_size: int, device: str) -> None:
@@ -70,15 +70,12 @@ def recompute_statistics(model: nn.Module, images: torch.Tensor, batch_size: int
 
 
 BnStatistics = Callable[[nn.Module, torch.Tensor, int, str], None]
-BN_STATISTICS: dict[str, BnStatistics] = {
-    "ema": _keep_moving_average,  # the default: every model trained before this setting existed
-    "precise": recompute_statistics,
-}
+BN_STATISTICS: Registry[BnStatistics] = Registry(
+    "train.bn_stats", "Set train.bn_stats=ema (PyTorch's moving averages) or precise (recomputed over the training "
+    "split before each validation).")
+BN_STATISTICS.add("ema", _keep_moving_average)  # the default: every model trained before this setting existed
+BN_STATISTICS.add("precise", recompute_statistics)
 
 
 def bn_statistics(name: str) -> BnStatistics:
-    if name not in BN_STATISTICS:
-        raise unknown_choice("train.bn_stats", name, BN_STATISTICS,
-                             "Set train.bn_stats=ema (PyTorch's moving averages) or precise (recomputed over the "
-                             "training split before each validation).")
     return BN_STATISTICS[name]

@@ -17,7 +17,7 @@ from contextlib import AbstractContextManager, nullcontext
 
 import torch
 
-from bench.errors import unknown_choice
+from bench.registry import Registry
 
 StepContext = Callable[[str], AbstractContextManager]
 
@@ -30,16 +30,13 @@ def _bfloat16(device: str) -> AbstractContextManager:
     return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
 
 
-PRECISIONS: dict[str, StepContext] = {
-    "fp32": _float32,  # the default: every model trained before this setting existed
-    "bf16": _bfloat16,
-}
+PRECISIONS: Registry[StepContext] = Registry(
+    "train.precision", "Set train.precision=fp32 (full precision, the default) or bf16 (bfloat16 mixed precision for "
+    "the training steps; evaluation stays float32).")
+PRECISIONS.add("fp32", _float32)  # the default: every model trained before this setting existed
+PRECISIONS.add("bf16", _bfloat16)
 
 
 def training_precision(name: str) -> StepContext:
     """The context a training step's forward pass and loss run in, for ``train.precision=<name>``."""
-    if name not in PRECISIONS:
-        raise unknown_choice("train.precision", name, PRECISIONS,
-                             "Set train.precision=fp32 (full precision, the default) or bf16 (bfloat16 mixed "
-                             "precision for the training steps; evaluation stays float32).")
     return PRECISIONS[name]

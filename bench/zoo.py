@@ -29,8 +29,9 @@ DEFAULTS = TrainConfig()
 # Settings added after the first zoo entries: (default, how the default reads). At their default they are left out
 # of the training id, so every entry made before them keeps its id (the seed's own data order, PyTorch's
 # batch-norm moving averages, training from scratch).
-ADDED_LATER: dict[str, tuple[object, str]] = {"data_order_seed": (None, "the seed's"), "bn_stats": ("ema", "ema"),
-                                              "init": ("scratch", "scratch"), "precision": ("fp32", "fp32")}
+# In the order ``describe_training`` appends them when they are not at their default.
+ADDED_LATER: dict[str, tuple[object, str]] = {"data_order_seed": (None, "the seed's"), "init": ("scratch", "scratch"),
+                                              "bn_stats": ("ema", "ema"), "precision": ("fp32", "fp32")}
 
 
 def training_settings(train: TrainConfig | dict) -> dict[str, object]:
@@ -79,10 +80,7 @@ def describe_training(train: TrainConfig | dict) -> str:
         defense = f"defense={s['defense']}" + (f" ({shown})" if shown else "") + " "
     return (f"{defense}epochs={s['epochs']} augment={s['augment']} n_train={s['n_train'] or 'all'} lr={s['lr']:g} "
             f"batch_size={s['batch_size']} weight_decay={s['weight_decay']:g} milestones={milestones} gamma={s['gamma']:g}"
-            + (f" data_order_seed={s['data_order_seed']}" if "data_order_seed" in s else "")
-            + (f" init={s['init']}" if "init" in s else "")
-            + (f" bn_stats={s['bn_stats']}" if "bn_stats" in s else "")
-            + (f" precision={s['precision']}" if "precision" in s else ""))
+            + "".join(f" {key}={s[key]}" for key in ADDED_LATER if key in s))
 
 
 def difference(wanted: TrainConfig | dict, found: TrainConfig | dict) -> str:
