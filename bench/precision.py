@@ -3,9 +3,10 @@
 ``fp32`` is the default and what every model trained before this setting used. ``bf16`` runs each training step's
 forward pass under ``torch.autocast`` with bfloat16 (mixed precision: matrix products and convolutions in bf16,
 reductions, the loss and every weight kept in float32, so the saved checkpoint is float32 as always). bfloat16 has
-float32's exponent range, so unlike float16 it needs no loss scaling. On a CPU with AMX or AVX-512 BF16 a ResNet's
-training step takes about half the time (``scripts/bench_train_precision.py``, ``results/perf/train_precision.md``);
-on GPUs it is the usual mixed-precision training.
+float32's exponent range, so unlike float16 it needs no loss scaling. On a CPU with AMX or AVX-512 BF16 a ResNet
+(28), DenseNet or ViT training step takes a third to two thirds of the time, but depthwise-convolution models
+(EfficientNet, MobileNetV3, ConvNeXt) take longer (``scripts/bench_train_precision.py``,
+``results/perf/train_precision.md``); on GPUs it is the usual mixed-precision training.
 
 Only training changes: validation, the kept epoch's test metrics, attacks and every evaluation run in float32.
 """

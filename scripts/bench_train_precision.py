@@ -1,6 +1,6 @@
 """Cost of a training step in bf16 mixed precision against float32, per batch, on one machine in one run.
 
-    python scripts/bench_train_precision.py --threads 1          # ResNet-18 (28) and ResNet-50 (28) on BreastMNIST
+    python scripts/bench_train_precision.py --threads 1          # the baselines' ResNets and every zoo family
     python scripts/bench_train_precision.py --models resnet18_28 --repeats 1 --out /tmp/precision.md
 
 What ``train.precision=bf16`` buys (``bench/precision.py``): each model's fp32 and bf16 steps are timed alternately
@@ -18,43 +18,21 @@ import os
 import shlex
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
-from bench.benchmark.inputs import machine
+from bench.benchmark.inputs import machine, model_spec
 from bench.benchmark.report import write_report
-from bench.config import REPO_ROOT
+from bench.benchmark.train_step import benchmark_parser, cpu_bf16_flags, full_batches, timed_step
 from bench.data import load_split
 from bench.models import ModelSpec, build_model
 from bench.precision import PRECISIONS, training_precision
 
-SPECS = {"resnet18_28": ModelSpec("resnet18_28", "resnet18", "cifar_stem"),
-         "resnet50_28": ModelSpec("resnet50_28", "resnet50", "cifar_stem")}
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", default="breastmnist")
-    p.add_argument("--root", default=None, help="data root (default: $MEDMNIST_ROOT)")
-    p.add_argument("--models", nargs="+", default=list(SPECS), choices=list(SPECS))
-    p.add_argument("--batch-size", type=int, default=128)
+    p = benchmark_parser(__doc__, "train_precision.md")
     p.add_argument("--repeats", type=int, default=1, help="timed epochs (each: every full batch once, both ways)")
-    p.add_argument("--warmup", type=int, default=1, help="untimed batches of each precision first")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--out", type=Path, default=REPO_ROOT / "results" / "perf" / "train_precision.md")
     return p.parse_args(argv)
-
-
-def cpu_flags() -> list[str]:
-    """The bfloat16 instructions this CPU has (AMX tiles, AVX-512 BF16): what makes bf16 fast on a CPU."""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            flags = next((line.split(":", 1)[1].split() for line in fh if line.startswith("flags")), [])
-    except OSError:
-        return []
-    return sorted(f for f in flags if f in ("amx_bf16", "amx_tile", "avx512_bf16"))
 
 
 def time_model(spec: ModelSpec, args: argparse.Namespace) -> dict[str, object]:
@@ -64,18 +42,10 @@ def time_model(spec: ModelSpec, args: argparse.Namespace) -> dict[str, object]:
     model = build_model(spec, train.info.n_channels, train.info.num_classes).train()
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
     targets = task.labels_as_targets(train.labels)
-    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))
-    batches = [order[i : i + args.batch_size] for i in range(0, len(order) - args.batch_size + 1, args.batch_size)]
+    batches = full_batches(train, args.batch_size)
 
     def step(name: str, idx: torch.Tensor) -> float:
-        x, y = train.images[idx], targets[idx]
-        started = time.perf_counter()
-        with training_precision(name)("cpu"):
-            loss = task.loss(model(x), y)
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-        return time.perf_counter() - started
+        return timed_step(model, optimiser, task.loss, train.images[idx], targets[idx], training_precision(name)("cpu"))
 
     for i in range(args.warmup):
         for name in PRECISIONS:
@@ -95,9 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     result = {
-        "machine": machine("cpu"), "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu_bf16": cpu_flags(),
+        "machine": machine("cpu"), "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu_bf16": cpu_bf16_flags(),
         "dataset": args.dataset, "batch_size": args.batch_size, "repeats": args.repeats, "warmup": args.warmup,
-        "models": {name: time_model(SPECS[name], args) for name in args.models},
+        "models": {name: time_model(model_spec(name), args) for name in args.models},
         "load_average_end": list(os.getloadavg()),
         "command": "python scripts/bench_train_precision.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
     }
@@ -110,6 +80,8 @@ def write(r: dict, out: Path) -> None:
     table = "\n".join(
         f"| {name} | {m['median_s']['fp32'] * 1000:.0f} | {m['median_s']['bf16'] * 1000:.0f} | {m['speedup']:.2f} | "
         f"{m['timed_batches']['fp32']} |" for name, m in r["models"].items())
+    losing = [name for name, m in r["models"].items() if m["speedup"] < 1]
+    slower = (f"Slower in bf16 on this CPU (speed-up below 1): {', '.join(losing)}; train these in fp32.\n" if losing else "")
     write_report(out, r, f"""# Training step: bf16 mixed precision against float32
 
 Written by `scripts/bench_train_precision.py`: each model's training step (forward and loss under
@@ -123,7 +95,7 @@ alternating, {r['repeats']} epoch(s) of full batches timed after {r['warmup']} w
 Machine: {r['machine']}; torch CPU capability {r['cpu_capability']}; bfloat16 instructions
 {', '.join(r['cpu_bf16']) or 'none'}; load average at the end {r['load_average_end'][0]:.1f}. On a CPU without AMX or
 AVX-512 BF16 the bf16 kernels emulate the format and the speed-up shrinks or inverts: measure before choosing it.
-""")
+{slower}""")
 
 
 if __name__ == "__main__":

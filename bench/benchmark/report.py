@@ -1,7 +1,8 @@
 """A one-off benchmark's results: its JSON sidecar and the Markdown page that ends by saying how to reproduce it.
 
 Used by the scripts that time one thing against another in a single run (``scripts/bench_adv_training.py``,
-``scripts/bench_train_precision.py``); the speed suite's tables have their own format (``bench.benchmark.table``).
+``scripts/bench_train_precision.py``, ``scripts/bench_train_memory_format.py``); the speed suite's tables have their
+own format (``bench.benchmark.table``).
 """
 
 from __future__ import annotations
