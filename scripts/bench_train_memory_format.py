@@ -7,11 +7,10 @@ nothing (``results/perf/train_memory_format.md``). Kept so the question can be a
     python scripts/bench_train_memory_format.py --threads 1                 # every 2D zoo model, fp32 and bf16
     python scripts/bench_train_memory_format.py --models resnet18_28 --precisions fp32 --batches 2 --out /tmp/m.md
 
-For each model and ``train.precision``, two
-copies with the same initial weights, one contiguous and one channels_last, each with its own Adam, take training
-steps (``bench.benchmark.train_step``: the loss under the precision, backward, Adam step) on the same real train
-batches, alternating batch by batch so a shared CPU slows both alike; medians after a warm-up. Writes a Markdown
-table and a JSON sidecar.
+For each model and ``train.precision``, two copies with the same initial weights, one contiguous and one
+channels_last, each with its own Adam, take training steps (``bench.benchmark.train_step``: the loss under the
+precision, backward, Adam step) on the same real train batches, alternating batch by batch so a shared CPU slows
+both alike; medians after a warm-up. Writes a Markdown table and a JSON sidecar.
 """
 
 from __future__ import annotations
@@ -26,14 +25,16 @@ from pathlib import Path
 
 import torch
 
-from bench.benchmark.inputs import machine, model_spec
+from bench.benchmark.inputs import model_spec
 from bench.benchmark.report import write_report
-from bench.benchmark.train_step import benchmark_parser, cpu_bf16_flags, full_batches, timed_step
+from bench.benchmark.train_step import benchmark_parser, full_batches, machine_facts, timed_step
 from bench.data import load_split
 from bench.models import build_model
 from bench.precision import PRECISIONS, training_precision
 
 LAYOUTS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = benchmark_parser(__doc__, "train_memory_format.md")
     p.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=list(PRECISIONS))
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
             runs.append({"model": name, "precision": precision, **time_layouts(name, precision, args)})
             print(json.dumps(runs[-1]), flush=True)
     result = {
-        "machine": machine("cpu"), "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu_bf16": cpu_bf16_flags(),
+        **machine_facts(),
         "dataset": args.dataset, "batch_size": args.batch_size, "batches": args.batches, "warmup": args.warmup,
         "threads": torch.get_num_threads(), "runs": runs, "load_average_end": list(os.getloadavg()),
         "command": "python scripts/bench_train_memory_format.py " + shlex.join(argv if argv is not None else sys.argv[1:]),

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import torch
 
-from bench.benchmark.inputs import machine, model_spec
+from bench.benchmark.inputs import model_spec
 from bench.benchmark.report import write_report
-from bench.benchmark.train_step import benchmark_parser, cpu_bf16_flags, full_batches, timed_step
+from bench.benchmark.train_step import benchmark_parser, full_batches, machine_facts, timed_step
 from bench.data import load_split
 from bench.models import ModelSpec, build_model
 from bench.precision import PRECISIONS, training_precision
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     result = {
-        "machine": machine("cpu"), "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu_bf16": cpu_bf16_flags(),
+        **machine_facts(),
         "dataset": args.dataset, "batch_size": args.batch_size, "repeats": args.repeats, "warmup": args.warmup,
         "models": {name: time_model(model_spec(name), args) for name in args.models},
         "load_average_end": list(os.getloadavg()),

@@ -40,11 +40,16 @@ def small_net(seed: int = 0, width: int = 4) -> torch.nn.Module:
                                torch.nn.Flatten(), torch.nn.Linear(width * 26 * 26, 2)).eval()
 
 
-def prepare_in_new_process(cache: Path, inductor: Path) -> dict:
+def run_in_new_process(snippet: str, cache: Path, inductor: Path):
+    """What ``snippet`` prints last (JSON), run as a later medbench run would be: a fresh process on these caches."""
     env = {**os.environ, compile_cache.ENV: str(cache), "TORCHINDUCTOR_CACHE_DIR": str(inductor)}
-    out = subprocess.run([sys.executable, "-c", SNIPPET], env=env, capture_output=True, text=True, timeout=600)
+    out = subprocess.run([sys.executable, "-c", snippet], env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def prepare_in_new_process(cache: Path, inductor: Path) -> dict:
+    return run_in_new_process(SNIPPET, cache, inductor)
 
 
 @pytest.fixture(scope="module")
@@ -104,17 +109,10 @@ def test_auto_does_not_compile_for_a_short_run_but_tries_cached_artefacts(two_ru
     """Each run is a fresh process, as a later run of medbench is (in one process, models compiled by earlier code
     make dynamo's cache loading fail, which is the next test's case)."""
     _, _, cache, inductor = two_runs
-
-    def short_run(artefacts: Path) -> dict:
-        env = {**os.environ, compile_cache.ENV: str(artefacts), "TORCHINDUCTOR_CACHE_DIR": str(inductor)}
-        out = subprocess.run([sys.executable, "-c", AUTO_SHORT_RUN], env=env, capture_output=True, text=True, timeout=600)
-        assert out.returncode == 0, out.stderr[-3000:]
-        return json.loads(out.stdout.strip().splitlines()[-1])
-
-    short = short_run(tmp_path / "empty")
+    short = run_in_new_process(AUTO_SHORT_RUN, tmp_path / "empty", inductor)
     assert short["form"] not in COMPILED_FORMS and "torch_compile not tried" in short["note"]
     assert "would not repay compiling" in short["note"]
-    cached = short_run(cache)
+    cached = run_in_new_process(AUTO_SHORT_RUN, cache, inductor)
     # the cached compiled form is tried (and timed against eager) without compiling again; the faster one runs
     assert "torch_compile" in cached["note"] and "reused from" in cached["note"] and "not tried" not in cached["note"]
 
@@ -139,10 +137,7 @@ def test_a_compile_that_fails_under_the_cache_is_built_without_it_and_says_why(t
     _, _, cache, inductor = two_runs
     artefacts = tmp_path / "artefacts"
     shutil.copytree(cache, artefacts)
-    env = {**os.environ, compile_cache.ENV: str(artefacts), "TORCHINDUCTOR_CACHE_DIR": str(inductor)}
-    out = subprocess.run([sys.executable, "-c", SECOND_MODEL], env=env, capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
-    loaded, second = json.loads(out.stdout.strip().splitlines()[-1])
+    loaded, second = run_in_new_process(SECOND_MODEL, artefacts, inductor)
     assert "reused from" in loaded["note"]
     assert second["form"] == "torch_compile" and second["gap"] <= 1
     assert "compile cache not used (building under it failed: AssertionError" in second["note"]

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from bench.benchmark.inputs import machine
 from bench.config import REPO_ROOT
 from bench.data import Split
 from bench.papers.zoo import FAMILIES
@@ -51,6 +52,12 @@ def timed_step(model: torch.nn.Module, optimiser: torch.optim.Optimizer, loss_fn
     loss.backward()
     optimiser.step()
     return time.perf_counter() - started
+
+
+def machine_facts() -> dict[str, object]:
+    """What a training-step timing depends on besides the model: the machine, its vector unit, its bf16 instructions."""
+    return {"machine": machine("cpu"), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "cpu_bf16": cpu_bf16_flags()}
 
 
 def cpu_bf16_flags() -> list[str]:
